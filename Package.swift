@@ -1,0 +1,68 @@
+// swift-tools-version: 6.0
+// tweetoscoped: a daemon that predicts in real time which tweets will go viral.
+//
+// Layout: Sources/Core is a nested package vending the dynamic TweetoscopeCore library shared by
+// the daemon and all plugins; Sources/TweetoscopeRuntime is the daemon's engine (config, plugin
+// loader, pipeline); Plugins/<Name> are stage plugins, each built as `libtweetoscope-<name>.so`
+// and loaded at run time with dlopen.
+import PackageDescription
+
+let core: Target.Dependency = .product(name: "TweetoscopeCore", package: "Core")
+let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+/// Plugins find libTweetoscopeCore.so one directory up once installed (/usr/lib/tweetoscope).
+let pluginLinker: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/.."])]
+
+/// A stage plugin: a target under Plugins/<dir> and its dynamic product `tweetoscope-<product>`.
+func plugin(_ target: String, dir: String, product: String, deps: [Target.Dependency] = [])
+    -> (Product, Target)
+{
+    (
+        .library(name: "tweetoscope-\(product)", type: .dynamic, targets: [target]),
+        .target(name: target, dependencies: [core] + deps, path: "Plugins/\(dir)",
+                swiftSettings: swift6, linkerSettings: pluginLinker)
+    )
+}
+
+let plugins = [
+    plugin("ReplayPlugin", dir: "Replay", product: "replay", deps: ["CZlib"]),
+    plugin("CollectorPlugin", dir: "Collector", product: "collector"),
+    plugin("FileSinkPlugin", dir: "FileSink", product: "file"),
+    plugin("EstimatorPlugin", dir: "Estimator", product: "estimator", deps: ["Hawkes"]),
+]
+
+let package = Package(
+    name: "tweetoscope",
+    products: [
+        .executable(name: "tweetoscoped", targets: ["tweetoscoped"]),
+        .executable(name: "hawkes-bench", targets: ["hawkes-bench"]),
+    ] + plugins.map(\.0),
+    dependencies: [
+        .package(path: "Sources/Core"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CYaml", path: "Sources/CYaml", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka",
+                       providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
+                       providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "Hawkes", path: "Sources/Hawkes", swiftSettings: swift6),
+        .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
+                          swiftSettings: swift6),
+        .target(name: "TweetoscopeRuntime", dependencies: [core, "CYaml", "CRdKafka", "CSystemd"],
+                path: "Sources/TweetoscopeRuntime", swiftSettings: swift6),
+        .executableTarget(
+            name: "tweetoscoped",
+            dependencies: ["TweetoscopeRuntime",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/tweetoscoped", swiftSettings: swift6,
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/tweetoscope"])]),
+        .testTarget(name: "TweetoscopeTests", dependencies: ["TweetoscopeRuntime"],
+                    path: "Tests/TweetoscopeTests", swiftSettings: swift6),
+        .testTarget(name: "HawkesTests", dependencies: ["Hawkes"], path: "Tests/HawkesTests",
+                    swiftSettings: swift6),
+    ] + plugins.map(\.1)
+)

@@ -1,0 +1,419 @@
+// The stage plugin API: what a plugin declares (StageDescriptor: ports and options) and what a
+// running stage gets (StageContext: its input and output streams, logger, counters).
+
+import Synchronization
+
+/// A running stage: the unit of work of the pipeline (a source, the collector, the estimator...).
+///
+/// The daemon calls ``run(_:)`` once. A stage reads batches from its inputs until they end, sends
+/// batches to its outputs, and returns when its work is over (for a source: when its data ends or
+/// ``StageContext/stopRequested`` becomes true). After `run` returns, the daemon closes the
+/// stage's outputs, which ends the streams for the downstream stages.
+/// A thrown error stops the whole daemon with that error.
+public protocol Stage: AnyObject, Sendable {
+    func run(_ context: StageContext) async throws
+}
+
+/// The type of a stage option, as written in the YAML configuration.
+public enum OptionType: Sendable, Hashable, CustomStringConvertible {
+    case bool, int, double, string
+    /// A file or directory path; a relative path is resolved against the configuration file's directory.
+    case path
+    /// One of a fixed set of strings.
+    case choice([String])
+    case intList, doubleList, stringList
+    /// A mapping of string keys to string values (passed through, e.g. to librdkafka).
+    case stringMap
+
+    public var description: String {
+        switch self {
+        case .bool: "boolean"
+        case .int: "integer"
+        case .double: "number"
+        case .string: "string"
+        case .path: "path"
+        case .choice(let values): values.joined(separator: "|")
+        case .intList: "list of integers"
+        case .doubleList: "list of numbers"
+        case .stringList: "list of strings"
+        case .stringMap: "mapping of strings"
+        }
+    }
+}
+
+/// A typed option value.
+public enum OptionValue: Sendable, Hashable, CustomStringConvertible {
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case list([OptionValue])
+    case map([String: String])
+
+    public var description: String {
+        switch self {
+        case .bool(let b): String(b)
+        case .int(let i): String(i)
+        case .double(let d): String(d)
+        case .string(let s): s
+        case .list(let l): "[" + l.map(\.description).joined(separator: ", ") + "]"
+        case .map(let m): "{" + m.keys.sorted().map { "\($0): \(m[$0]!)" }.joined(separator: ", ") + "}"
+        }
+    }
+}
+
+/// Declaration of one option of a stage type: drives validation, defaults and `tweetoscoped plugins`.
+public struct OptionSpec: Sendable {
+    public var key: String
+    public var type: OptionType
+    /// Value used when the key is absent; nil with `required == false` means "unset".
+    public var defaultValue: OptionValue?
+    public var required: Bool
+    /// One-line documentation, with units.
+    public var doc: String
+    /// Whether the value is a secret (never logged or printed).
+    public var secret: Bool
+
+    public init(_ key: String, _ type: OptionType, default defaultValue: OptionValue? = nil,
+                required: Bool = false, secret: Bool = false, doc: String) {
+        self.key = key
+        self.type = type
+        self.defaultValue = defaultValue
+        self.required = required
+        self.secret = secret
+        self.doc = doc
+    }
+}
+
+/// Declaration of an input or output port of a stage type.
+public struct PortSpec: Sendable {
+    public var name: String
+    /// Message kinds the port accepts (input) or may produce (output).
+    public var kinds: Set<MessageKind>
+    /// Whether the port must be bound in the configuration.
+    public var required: Bool
+    /// Whether an input port accepts several streams (a list) instead of one.
+    public var multiple: Bool
+    public var doc: String
+
+    public init(_ name: String, kinds: Set<MessageKind>, required: Bool = true, multiple: Bool = false,
+                doc: String) {
+        self.name = name
+        self.kinds = kinds
+        self.required = required
+        self.multiple = multiple
+        self.doc = doc
+    }
+}
+
+/// Everything a plugin declares about one stage type.
+public struct StageDescriptor: Sendable {
+    /// The `type:` value that selects this stage in the configuration.
+    public var type: String
+    public var summary: String
+    public var inputs: [PortSpec]
+    public var outputs: [PortSpec]
+    public var options: [OptionSpec]
+    /// Builds a stage from validated options. Validates semantics (e.g. positive windows) and
+    /// throws ``StageConfigError`` naming the option; performs no I/O that can wait.
+    public var make: @Sendable (_ name: String, _ options: StageOptions) throws -> any Stage
+
+    public init(type: String, summary: String, inputs: [PortSpec], outputs: [PortSpec], options: [OptionSpec],
+                make: @escaping @Sendable (_ name: String, _ options: StageOptions) throws -> any Stage) {
+        self.type = type
+        self.summary = summary
+        self.inputs = inputs
+        self.outputs = outputs
+        self.options = options
+        self.make = make
+    }
+}
+
+/// A configuration error found by a stage factory; `option` names the offending key, if any.
+public struct StageConfigError: Error, CustomStringConvertible, Sendable {
+    public var option: String?
+    public var message: String
+    public init(option: String? = nil, _ message: String) {
+        self.option = option
+        self.message = message
+    }
+    public var description: String { option.map { "option \($0): \(message)" } ?? message }
+}
+
+/// Validated options of one stage, defaults applied. Accessors throw ``StageConfigError`` only
+/// when the plugin reads a key it did not declare with that type (a plugin bug).
+public struct StageOptions: Sendable {
+    public var values: [String: OptionValue]
+
+    public init(_ values: [String: OptionValue]) { self.values = values }
+
+    private func value(_ key: String) throws -> OptionValue {
+        guard let v = values[key] else { throw StageConfigError(option: key, "is not set") }
+        return v
+    }
+
+    /// Whether `key` has a value (given or default).
+    public func has(_ key: String) -> Bool { values[key] != nil }
+
+    public func bool(_ key: String) throws -> Bool {
+        guard case .bool(let b) = try value(key) else { throw StageConfigError(option: key, "expected a boolean") }
+        return b
+    }
+
+    public func int(_ key: String) throws -> Int {
+        guard case .int(let i) = try value(key) else { throw StageConfigError(option: key, "expected an integer") }
+        return i
+    }
+
+    public func double(_ key: String) throws -> Double {
+        switch try value(key) {
+        case .double(let d): return d
+        case .int(let i): return Double(i)
+        default: throw StageConfigError(option: key, "expected a number")
+        }
+    }
+
+    public func string(_ key: String) throws -> String {
+        guard case .string(let s) = try value(key) else { throw StageConfigError(option: key, "expected a string") }
+        return s
+    }
+
+    public func ints(_ key: String) throws -> [Int] {
+        guard case .list(let l) = try value(key) else { throw StageConfigError(option: key, "expected a list") }
+        return try l.map {
+            guard case .int(let i) = $0 else { throw StageConfigError(option: key, "expected integers") }
+            return i
+        }
+    }
+
+    public func doubles(_ key: String) throws -> [Double] {
+        guard case .list(let l) = try value(key) else { throw StageConfigError(option: key, "expected a list") }
+        return try l.map {
+            switch $0 {
+            case .double(let d): return d
+            case .int(let i): return Double(i)
+            default: throw StageConfigError(option: key, "expected numbers")
+            }
+        }
+    }
+
+    public func strings(_ key: String) throws -> [String] {
+        guard case .list(let l) = try value(key) else { throw StageConfigError(option: key, "expected a list") }
+        return try l.map {
+            guard case .string(let s) = $0 else { throw StageConfigError(option: key, "expected strings") }
+            return s
+        }
+    }
+
+    public func stringMap(_ key: String) throws -> [String: String] {
+        guard case .map(let m) = try value(key) else { throw StageConfigError(option: key, "expected a mapping") }
+        return m
+    }
+}
+
+/// Named counters of one stage (records seen, skipped by reason...). Thread-safe; printed in the
+/// end-of-run summary.
+public final class StageCounters: Sendable {
+    private let values = Mutex<[String: Int]>([:])
+
+    public init() {}
+
+    /// Adds `n` to counter `name`.
+    public func add(_ name: String, _ n: Int = 1) {
+        values.withLock { $0[name, default: 0] += n }
+    }
+
+    /// Counts a rejected or skipped record under `rejected.<reason>`.
+    public func reject(_ reason: String, _ n: Int = 1) { add("rejected.\(reason)", n) }
+
+    /// A copy of every counter.
+    public var snapshot: [String: Int] { values.withLock { $0 } }
+
+    public subscript(name: String) -> Int { values.withLock { $0[name] ?? 0 } }
+}
+
+/// Message counts of one stream, by kind and by observation window; kept by the runtime.
+public final class StreamStats: Sendable {
+    public struct Snapshot: Sendable {
+        public var byKind: [MessageKind: Int] = [:]
+        public var byKindAndWindow: [MessageKind: [Int: Int]] = [:]
+        public var total: Int { byKind.values.reduce(0, +) }
+    }
+
+    private let state = Mutex(Snapshot())
+
+    public init() {}
+
+    func record(_ batch: [Message]) {
+        var kinds: [MessageKind: Int] = [:]
+        var windows: [MessageKind: [Int: Int]] = [:]
+        for message in batch {
+            let kind = message.kind
+            kinds[kind, default: 0] += 1
+            if kind != .tweet, let w = message.tObs { windows[kind, default: [:]][w, default: 0] += 1 }
+        }
+        state.withLock { s in
+            for (k, n) in kinds { s.byKind[k, default: 0] += n }
+            for (k, ws) in windows { for (w, n) in ws { s.byKindAndWindow[k, default: [:]][w, default: 0] += n } }
+        }
+    }
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+}
+
+/// A stream: a named broadcast channel of message batches, with its statistics.
+public final class MessageStream: Sendable {
+    public let name: String
+    public let channel: Channel<[Message]>
+    public let stats = StreamStats()
+
+    public init(name: String, capacity: Int = 16) {
+        self.name = name
+        self.channel = Channel(capacity: capacity)
+    }
+}
+
+/// One stream bound to an input port.
+public struct StageInput: Sendable {
+    /// Name of the stream.
+    public let stream: String
+    let channel: Channel<[Message]>
+    let consumer: Int
+
+    public init(stream: MessageStream) {
+        self.stream = stream.name
+        self.channel = stream.channel
+        self.consumer = stream.channel.addConsumer()
+    }
+
+    /// The next batch, or nil once every producer of the stream has finished.
+    public func next() async -> [Message]? { await channel.next(consumer) }
+
+    /// Stop consuming: producers no longer wait for this input.
+    public func detach() { channel.detach(consumer) }
+}
+
+/// The stream bound to an output port.
+public struct StageOutput: Sendable {
+    public let stream: String
+    let target: MessageStream
+
+    public init(stream: MessageStream) {
+        self.stream = stream.name
+        self.target = stream
+        stream.channel.addProducer()
+    }
+
+    /// Sends a batch (waits while a consumer is behind). Empty batches are skipped.
+    public func send(_ batch: [Message]) async {
+        guard !batch.isEmpty else { return }
+        target.stats.record(batch)
+        await target.channel.send(batch)
+    }
+
+    /// Ends this producer's contribution to the stream. Called by the runtime after `run`.
+    public func finish() { target.channel.finish() }
+}
+
+/// One batch read from a set of merged inputs, with where it came from.
+public struct TaggedBatch: Sendable {
+    public var port: String
+    public var stream: String
+    public var messages: [Message]
+}
+
+/// A shared flag set when the daemon is asked to stop (SIGTERM, SIGINT).
+public final class StopSignal: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public func request() { flag.store(true, ordering: .relaxed) }
+    public var isRequested: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// What a running stage gets from the daemon.
+public final class StageContext: Sendable {
+    /// The stage's name in the configuration.
+    public let name: String
+    /// The stage's type.
+    public let type: String
+    /// Logger whose every line carries `stage=<name>`.
+    public let logger: Logger
+    public let counters: StageCounters
+    private let inputPorts: [String: [StageInput]]
+    private let outputPorts: [String: StageOutput]
+    private let stop: StopSignal
+    private let limiter = Mutex<[String: (logged: Int, suppressed: Int, last: ContinuousClock.Instant)]>([:])
+
+    public init(name: String, type: String, logger: Logger, counters: StageCounters = StageCounters(),
+                inputs: [String: [StageInput]], outputs: [String: StageOutput], stop: StopSignal) {
+        self.name = name
+        self.type = type
+        var logger = logger
+        logger[metadataKey: "stage"] = .string(name)
+        self.logger = logger
+        self.counters = counters
+        self.inputPorts = inputs
+        self.outputPorts = outputs
+        self.stop = stop
+    }
+
+    /// The streams bound to input `port` (empty when unbound).
+    public func inputs(_ port: String) -> [StageInput] { inputPorts[port] ?? [] }
+
+    /// Every bound input, across ports.
+    public var allInputs: [(port: String, input: StageInput)] {
+        inputPorts.keys.sorted().flatMap { port in inputPorts[port]!.map { (port, $0) } }
+    }
+
+    /// The stream bound to output `port`, or nil when unbound (the stage then skips that output).
+    public func output(_ port: String) -> StageOutput? { outputPorts[port] }
+
+    /// Every bound output.
+    public var allOutputs: [StageOutput] { outputPorts.keys.sorted().map { outputPorts[$0]! } }
+
+    /// True once the daemon has been asked to stop: sources stop reading, other stages drain.
+    public var stopRequested: Bool { stop.isRequested }
+
+    /// Logs a warning about a skipped record, at most 5 times per reason and then once every 10 s
+    /// with the number of lines suppressed in between; counting is the caller's job.
+    public func warnRateLimited(_ reason: String, _ message: @autoclosure () -> String,
+                                metadata: Logger.Metadata? = nil) {
+        let now = ContinuousClock.now
+        let emit: Int? = limiter.withLock { table in
+            var entry = table[reason] ?? (0, 0, now)
+            defer { table[reason] = entry }
+            if entry.logged < 5 || now - entry.last >= .seconds(10) {
+                let suppressed = entry.suppressed
+                entry.logged += 1
+                entry.suppressed = 0
+                entry.last = now
+                return suppressed
+            }
+            entry.suppressed += 1
+            return nil
+        }
+        guard let suppressed = emit else { return }
+        let suffix = suppressed > 0 ? " (\(suppressed) similar lines suppressed)" : ""
+        var md = metadata ?? [:]
+        md["reason"] = .string(reason)
+        logger.warning("\(message())\(suffix)", metadata: md)
+    }
+
+    /// Reads every input (all ports) until all have ended, yielding batches as they arrive from
+    /// any of them. The returned channel ends when all inputs end.
+    public func mergedInputs() -> (Channel<TaggedBatch>, consumer: Int) {
+        let merged = Channel<TaggedBatch>(capacity: 4)
+        let id = merged.addConsumer()
+        let all = allInputs
+        for _ in all { merged.addProducer() }
+        for (port, input) in all {
+            Task {
+                while let batch = await input.next() {
+                    await merged.send(TaggedBatch(port: port, stream: input.stream, messages: batch))
+                }
+                merged.finish()
+            }
+        }
+        return (merged, id)
+    }
+}

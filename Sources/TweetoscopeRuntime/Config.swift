@@ -1,0 +1,464 @@
+// The configuration file (/etc/tweetoscope.yaml): daemon settings and the stage graph, checked
+// strictly. Every error carries file:line:column; unknown keys get a "did you mean".
+import Glibc
+import TweetoscopeCore
+
+/// One configuration problem, printed as `file:line:column: error: message`.
+public struct ConfigDiagnostic: Sendable, CustomStringConvertible, Equatable {
+    public var mark: SourceMark?
+    public var message: String
+
+    public init(_ mark: SourceMark?, _ message: String) {
+        self.mark = mark
+        self.message = message
+    }
+
+    public var description: String {
+        if let mark { return "\(mark): error: \(message)" }
+        return "error: \(message)"
+    }
+}
+
+/// Every problem found in a configuration (or in loading its plugins).
+public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [ConfigDiagnostic]
+    public init(_ diagnostics: [ConfigDiagnostic]) { self.diagnostics = diagnostics }
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+/// Daemon-wide settings: the top-level keys other than `stages`.
+public struct DaemonSettings: Sendable, Equatable {
+    /// Directory holding the `libtweetoscope-*.so` plugins; nil means the default.
+    public var pluginDirectory: String?
+    /// Plugins to load by name (`replay` for `libtweetoscope-replay.so`); nil loads every plugin found.
+    public var plugins: [String]?
+    public var logLevel: Logger.Level = .info
+    /// Seconds between progress lines while running; 0 turns them off.
+    public var progressInterval: Double = 10
+
+    public init() {}
+}
+
+/// One configured stage, validated against its plugin's descriptor.
+public struct StageConfig: Sendable {
+    public var name: String
+    public var type: String
+    public var mark: SourceMark
+    /// Input port -> streams bound to it, with their positions.
+    public var inputs: [String: [(stream: String, mark: SourceMark)]]
+    /// Output port -> stream, with its position.
+    public var outputs: [String: (stream: String, mark: SourceMark)]
+    public var options: StageOptions
+    /// The options as written (for change detection and display), secrets excluded.
+    public var optionText: [String: String]
+    public var descriptor: StageDescriptor
+    /// The stage built from these settings by its plugin; nil when the settings have errors.
+    public var stage: (any Stage)?
+}
+
+/// A fully validated configuration.
+public struct PipelineConfig: Sendable {
+    public var file: String
+    public var settings: DaemonSettings
+    public var stages: [StageConfig]
+}
+
+/// Keys of the top-level mapping.
+let topLevelKeys = ["plugin_dir", "plugins", "log_level", "progress_interval", "stages"]
+/// Keys of a stage entry that are not options.
+let stageReservedKeys = ["type", "inputs", "outputs"]
+
+/// Reads and checks configuration files.
+public enum ConfigLoader {
+    /// Reads `path` into text.
+    /// - Throws: `ConfigErrors` naming the file when it cannot be read.
+    public static func read(_ path: String) throws -> String {
+        guard let file = fopen(path, "rb") else {
+            throw ConfigErrors([ConfigDiagnostic(nil, "cannot read \(path): \(String(cString: strerror(errno)))")])
+        }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n > 0 { bytes += chunk[0..<n] }
+            if n < chunk.count { break }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Parses the document and its daemon settings (what is needed to find the plugins).
+    /// Returns the root node for ``validateStages(root:file:registry:)``; problems go to `errors`.
+    public static func parseSettings(_ text: String, file: String, errors: inout [ConfigDiagnostic])
+        -> (DaemonSettings, YAMLNode?)
+    {
+        var settings = DaemonSettings()
+        let root: YAMLNode?
+        do {
+            root = try parseYAML(text, file: file)
+        } catch let e as YAMLSyntaxError {
+            errors.append(ConfigDiagnostic(e.mark, e.message))
+            return (settings, nil)
+        } catch {
+            errors.append(ConfigDiagnostic(nil, "\(file): \(error)"))
+            return (settings, nil)
+        }
+        guard let root else {
+            errors.append(ConfigDiagnostic(SourceMark(file: file, line: 1, column: 1), "empty configuration: expected a mapping with `stages`"))
+            return (settings, nil)
+        }
+        guard case .mapping(let pairs, _) = root else {
+            errors.append(ConfigDiagnostic(root.mark, "expected a mapping at the top level, found \(root.kindName)"))
+            return (settings, nil)
+        }
+        let directory = directoryOf(file)
+        checkKeys(pairs, allowed: topLevelKeys, context: "top-level key", errors: &errors)
+        for (key, _, value) in pairs {
+            switch key {
+            case "plugin_dir":
+                if case .string(let s)? = convert(value, to: .path, directory: directory, key: key, errors: &errors) {
+                    settings.pluginDirectory = s
+                }
+            case "plugins":
+                if case .list(let l)? = convert(value, to: .stringList, directory: directory, key: key, errors: &errors) {
+                    settings.plugins = l.map(\.description)
+                }
+            case "log_level":
+                let levels = Logger.Level.allCases.map(\.rawValue)
+                if case .string(let s)? = convert(value, to: .choice(levels), directory: directory, key: key, errors: &errors) {
+                    settings.logLevel = Logger.Level(rawValue: s) ?? .info
+                }
+            case "progress_interval":
+                if let v = convert(value, to: .double, directory: directory, key: key, errors: &errors),
+                   case .double(let d) = v {
+                    if d < 0 { errors.append(ConfigDiagnostic(value.mark, "progress_interval: expected seconds >= 0")) }
+                    settings.progressInterval = d
+                }
+            default:
+                break
+            }
+        }
+        if !pairs.contains(where: { $0.key == "stages" }) {
+            errors.append(ConfigDiagnostic(root.mark, "missing key `stages` (the pipeline's stages)"))
+        }
+        return (settings, root)
+    }
+
+    /// Checks the `stages` section against the registered stage types, builds each stage, and
+    /// checks the stream graph (every consumed stream has a producer of a compatible kind).
+    public static func validateStages(root: YAMLNode, file: String, registry: StageRegistry,
+                                      errors: inout [ConfigDiagnostic]) -> [StageConfig]
+    {
+        guard case .mapping(let top, _) = root,
+              let stagesNode = top.first(where: { $0.key == "stages" })?.value else { return [] }
+        guard case .mapping(let entries, _) = stagesNode else {
+            errors.append(ConfigDiagnostic(stagesNode.mark, "stages: expected a mapping of stage names to stages, found \(stagesNode.kindName)"))
+            return []
+        }
+        if entries.isEmpty { errors.append(ConfigDiagnostic(stagesNode.mark, "stages: no stage configured")) }
+        let directory = directoryOf(file)
+        var result: [StageConfig] = []
+        var seen = Set<String>()
+        for (name, nameMark, node) in entries {
+            if !seen.insert(name).inserted {
+                errors.append(ConfigDiagnostic(nameMark, "stage \"\(name)\" is defined twice"))
+                continue
+            }
+            if let stage = validateStage(name: name, nameMark: nameMark, node: node, directory: directory,
+                                         registry: registry, errors: &errors) {
+                result.append(stage)
+            }
+        }
+        checkGraph(result, errors: &errors)
+        return result
+    }
+
+    /// Loads, checks and builds a whole configuration file with the plugins it names.
+    ///
+    /// - Parameter pluginDirectory: overrides the file's `plugin_dir` (command line).
+    /// - Throws: `ConfigErrors` with every problem found (syntax, keys, types, plugins, graph).
+    public static func load(path: String, pluginDirectory: String? = nil) throws -> (PipelineConfig, StageRegistry) {
+        let text = try read(path)
+        var errors: [ConfigDiagnostic] = []
+        var (settings, root) = parseSettings(text, file: path, errors: &errors)
+        if let pluginDirectory { settings.pluginDirectory = pluginDirectory }
+        let registry = StageRegistry()
+        do {
+            try registry.loadPlugins(directory: settings.pluginDirectory ?? PluginLoader.defaultDirectory(),
+                                     names: settings.plugins)
+        } catch let e as ConfigErrors {
+            errors += e.diagnostics
+        }
+        var stages: [StageConfig] = []
+        if let root, registry.isEmpty == false {
+            stages = validateStages(root: root, file: path, registry: registry, errors: &errors)
+        }
+        guard errors.isEmpty else { throw ConfigErrors(errors) }
+        return (PipelineConfig(file: path, settings: settings, stages: stages), registry)
+    }
+
+    private static func validateStage(name: String, nameMark: SourceMark, node: YAMLNode, directory: String,
+                                      registry: StageRegistry, errors: inout [ConfigDiagnostic]) -> StageConfig?
+    {
+        guard case .mapping(let pairs, let mark) = node else {
+            errors.append(ConfigDiagnostic(node.mark, "stage \"\(name)\": expected a mapping with `type`, found \(node.kindName)"))
+            return nil
+        }
+        var seen = Set<String>()
+        for (key, keyMark, _) in pairs where !seen.insert(key).inserted {
+            errors.append(ConfigDiagnostic(keyMark, "stage \"\(name)\": key `\(key)` is given twice"))
+        }
+        guard let typeNode = pairs.first(where: { $0.key == "type" })?.value else {
+            errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": missing key `type` (one of: \(registry.types.joined(separator: ", ")))"))
+            return nil
+        }
+        guard case .scalar(let type, _, let typeMark) = typeNode else {
+            errors.append(ConfigDiagnostic(typeNode.mark, "stage \"\(name)\": `type` must be a string, found \(typeNode.kindName)"))
+            return nil
+        }
+        guard let (descriptor, _) = registry.lookup(type) else {
+            var message = "stage \"\(name)\": unknown stage type \"\(type)\""
+            if let guess = suggestion(for: type, among: registry.types) { message += "; did you mean \"\(guess)\"?" }
+            message += " (types available from the loaded plugins: \(registry.types.joined(separator: ", ")))"
+            errors.append(ConfigDiagnostic(typeMark, message))
+            return nil
+        }
+        let before = errors.count
+        let optionKeys = descriptor.options.map(\.key)
+        checkKeys(pairs, allowed: stageReservedKeys + optionKeys, context: "key of stage \"\(name)\" (type \(type))",
+                  errors: &errors)
+
+        // Ports.
+        var inputs: [String: [(stream: String, mark: SourceMark)]] = [:]
+        var outputs: [String: (stream: String, mark: SourceMark)] = [:]
+        if let node = pairs.first(where: { $0.key == "inputs" })?.value {
+            for (port, portMark, value) in portEntries(node, stage: name, what: "inputs", errors: &errors) {
+                guard let spec = descriptor.inputs.first(where: { $0.name == port }) else {
+                    errors.append(unknownPort(port, portMark, stage: name, what: "input", known: descriptor.inputs))
+                    continue
+                }
+                switch value {
+                case .scalar(let s, _, let m) where !s.isEmpty:
+                    inputs[port] = [(s, m)]
+                case .sequence(let items, _) where spec.multiple:
+                    for item in items {
+                        if case .scalar(let s, _, let m) = item, !s.isEmpty { inputs[port, default: []].append((s, m)) }
+                        else { errors.append(ConfigDiagnostic(item.mark, "stage \"\(name)\": input `\(port)`: expected a stream name, found \(item.kindName)")) }
+                    }
+                default:
+                    errors.append(ConfigDiagnostic(value.mark, "stage \"\(name)\": input `\(port)`: expected a stream name\(spec.multiple ? " or a list of stream names" : ""), found \(value.kindName)"))
+                }
+            }
+        }
+        if let node = pairs.first(where: { $0.key == "outputs" })?.value {
+            for (port, portMark, value) in portEntries(node, stage: name, what: "outputs", errors: &errors) {
+                guard descriptor.outputs.contains(where: { $0.name == port }) else {
+                    errors.append(unknownPort(port, portMark, stage: name, what: "output", known: descriptor.outputs))
+                    continue
+                }
+                if case .scalar(let s, _, let m) = value, !s.isEmpty { outputs[port] = (s, m) }
+                else { errors.append(ConfigDiagnostic(value.mark, "stage \"\(name)\": output `\(port)`: expected a stream name, found \(value.kindName)")) }
+            }
+        }
+        for spec in descriptor.inputs where spec.required && inputs[spec.name] == nil {
+            errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": input `\(spec.name)` is required (\(spec.doc))"))
+        }
+        for spec in descriptor.outputs where spec.required && outputs[spec.name] == nil {
+            errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": output `\(spec.name)` is required (\(spec.doc))"))
+        }
+
+        // Options.
+        var values: [String: OptionValue] = [:]
+        var optionText: [String: String] = [:]
+        var optionMarks: [String: SourceMark] = [:]
+        for spec in descriptor.options {
+            if let (_, keyMark, value) = pairs.first(where: { $0.key == spec.key }) {
+                optionMarks[spec.key] = keyMark
+                if let v = convert(value, to: spec.type, directory: directory, key: "stage \"\(name)\": option `\(spec.key)`", errors: &errors) {
+                    values[spec.key] = v
+                    optionText[spec.key] = spec.secret ? "<secret>" : v.description
+                }
+            } else if let d = spec.defaultValue {
+                values[spec.key] = d
+            } else if spec.required {
+                errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": option `\(spec.key)` (\(spec.type)) is required: \(spec.doc)"))
+            }
+        }
+        let options = StageOptions(values)
+        var config = StageConfig(name: name, type: type, mark: mark, inputs: inputs, outputs: outputs, options: options,
+                                 optionText: optionText, descriptor: descriptor, stage: nil)
+        guard errors.count == before else { return config }
+        do {
+            config.stage = try descriptor.make(name, options)
+        } catch let e as StageConfigError {
+            let at = e.option.flatMap { optionMarks[$0] } ?? mark
+            errors.append(ConfigDiagnostic(at, "stage \"\(name)\": \(e)"))
+        } catch {
+            errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": \(error)"))
+        }
+        return config
+    }
+
+    private static func portEntries(_ node: YAMLNode, stage: String, what: String, errors: inout [ConfigDiagnostic])
+        -> [(key: String, keyMark: SourceMark, value: YAMLNode)]
+    {
+        guard case .mapping(let pairs, _) = node else {
+            errors.append(ConfigDiagnostic(node.mark, "stage \"\(stage)\": `\(what)` must map port names to stream names, found \(node.kindName)"))
+            return []
+        }
+        return pairs
+    }
+
+    private static func unknownPort(_ port: String, _ mark: SourceMark, stage: String, what: String, known: [PortSpec])
+        -> ConfigDiagnostic
+    {
+        let names = known.map(\.name)
+        var message = "stage \"\(stage)\": unknown \(what) port `\(port)`"
+        if let guess = suggestion(for: port, among: names) { message += "; did you mean `\(guess)`?" }
+        message += names.isEmpty ? " (this stage type has no \(what)s)" : " (\(what) ports: \(names.joined(separator: ", ")))"
+        return ConfigDiagnostic(mark, message)
+    }
+
+    /// Every consumed stream needs a producer whose kinds overlap the consumer's.
+    private static func checkGraph(_ stages: [StageConfig], errors: inout [ConfigDiagnostic]) {
+        var producers: [String: [(stage: String, kinds: Set<MessageKind>)]] = [:]
+        for stage in stages {
+            for (port, binding) in stage.outputs {
+                let kinds = stage.descriptor.outputs.first { $0.name == port }?.kinds ?? []
+                producers[binding.stream, default: []].append((stage.name, kinds))
+            }
+        }
+        for stage in stages {
+            for port in stage.inputs.keys.sorted() {
+                let accepted = stage.descriptor.inputs.first { $0.name == port }?.kinds ?? []
+                for (stream, mark) in stage.inputs[port]! {
+                    guard let makers = producers[stream] else {
+                        var message = "stage \"\(stage.name)\": stream \"\(stream)\" (input `\(port)`) has no producer"
+                        if let guess = suggestion(for: stream, among: Array(producers.keys)) {
+                            message += "; did you mean \"\(guess)\"?"
+                        }
+                        errors.append(ConfigDiagnostic(mark, message))
+                        continue
+                    }
+                    if makers.allSatisfy({ $0.kinds.isDisjoint(with: accepted) }) {
+                        let made = Set(makers.flatMap(\.kinds)).map(\.rawValue).sorted().joined(separator: ", ")
+                        let wanted = accepted.map(\.rawValue).sorted().joined(separator: ", ")
+                        errors.append(ConfigDiagnostic(mark, "stage \"\(stage.name)\": stream \"\(stream)\" carries \(made) but input `\(port)` takes \(wanted)"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flags keys outside `allowed`, with a suggestion.
+    static func checkKeys(_ pairs: [(key: String, keyMark: SourceMark, value: YAMLNode)], allowed: [String],
+                          context: String, errors: inout [ConfigDiagnostic])
+    {
+        for (key, mark, _) in pairs where !allowed.contains(key) {
+            var message = "unknown \(context) `\(key)`"
+            if let guess = suggestion(for: key, among: allowed) { message += "; did you mean `\(guess)`?" }
+            else { message += " (expected one of: \(allowed.joined(separator: ", ")))" }
+            errors.append(ConfigDiagnostic(mark, message))
+        }
+    }
+
+    /// Converts a node to a typed option value, or records an error and returns nil.
+    static func convert(_ node: YAMLNode, to type: OptionType, directory: String, key: String,
+                        errors: inout [ConfigDiagnostic]) -> OptionValue?
+    {
+        func fail(_ expected: String) -> OptionValue? {
+            errors.append(ConfigDiagnostic(node.mark, "\(key): expected \(expected), found \(node.kindName)"))
+            return nil
+        }
+        switch type {
+        case .bool:
+            guard case .scalar(let s, true, _) = node else { return fail("a boolean (true or false)") }
+            switch s {
+            case "true", "True", "TRUE": return .bool(true)
+            case "false", "False", "FALSE": return .bool(false)
+            default: return fail("a boolean (true or false)")
+            }
+        case .int:
+            guard case .scalar(let s, true, _) = node, let i = Int(s) else { return fail("an integer") }
+            return .int(i)
+        case .double:
+            guard case .scalar(let s, true, _) = node, let d = Double(s), d.isFinite,
+                  s.allSatisfy({ "0123456789+-.eE".contains($0) }) else { return fail("a number") }
+            return .double(d)
+        case .string:
+            guard case .scalar(let s, let plain, _) = node, !(plain && (s.isEmpty || s == "~" || s == "null")) else {
+                return fail("a string")
+            }
+            return .string(s)
+        case .path:
+            guard case .scalar(let s, _, _) = node, !s.isEmpty else { return fail("a path") }
+            return .string(s.hasPrefix("/") ? s : directory + "/" + s)
+        case .choice(let values):
+            guard case .scalar(let s, _, _) = node else { return fail("one of \(values.joined(separator: ", "))") }
+            guard values.contains(s) else {
+                var message = "\(key): expected one of \(values.joined(separator: ", ")), found \"\(s)\""
+                if let guess = suggestion(for: s, among: values) { message += "; did you mean \"\(guess)\"?" }
+                errors.append(ConfigDiagnostic(node.mark, message))
+                return nil
+            }
+            return .string(s)
+        case .intList, .doubleList, .stringList:
+            guard case .sequence(let items, _) = node else { return fail("a list") }
+            let element: OptionType = type == .intList ? .int : type == .doubleList ? .double : .string
+            var values: [OptionValue] = []
+            var ok = true
+            for item in items {
+                if let v = convert(item, to: element, directory: directory, key: key, errors: &errors) { values.append(v) }
+                else { ok = false }
+            }
+            return ok ? .list(values) : nil
+        case .stringMap:
+            guard case .mapping(let pairs, _) = node else { return fail("a mapping") }
+            var map: [String: String] = [:]
+            for (k, _, v) in pairs {
+                guard case .scalar(let s, _, _) = v else {
+                    errors.append(ConfigDiagnostic(v.mark, "\(key).\(k): expected a scalar, found \(v.kindName)"))
+                    continue
+                }
+                map[k] = s
+            }
+            return .map(map)
+        }
+    }
+
+    static func directoryOf(_ file: String) -> String {
+        let absolute: String
+        if file.hasPrefix("/") {
+            absolute = file
+        } else {
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+            let cwd = getcwd(&buffer, buffer.count) != nil ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "."
+            absolute = cwd + "/" + file
+        }
+        guard let slash = absolute.lastIndex(of: "/") else { return "." }
+        return slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+    }
+}
+
+/// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
+public func suggestion(for word: String, among candidates: [String]) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count]
+    }
+    let w = Array(word.lowercased())
+    let scored = candidates.map { ($0, distance(w, Array($0.lowercased()))) }
+    guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
+    return best.1 <= Swift.max(2, w.count / 3) && best.1 < w.count ? best.0 : nil
+}

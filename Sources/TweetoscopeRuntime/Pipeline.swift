@@ -1,0 +1,199 @@
+// Running a validated configuration: in-memory streams between the stages of one daemon, one
+// task per stage, progress lines, and the end-of-run summary.
+import Glibc
+import Synchronization
+import TweetoscopeCore
+
+/// What one run produced, for the summary table.
+public struct RunSummary: Sendable {
+    public struct StageReport: Sendable {
+        public var name: String
+        public var type: String
+        public var counters: [String: Int]
+        public var seconds: Double
+        public var error: String?
+    }
+
+    public var stages: [StageReport]
+    public var streams: [String: StreamStats.Snapshot]
+    public var seconds: Double
+
+    /// True when no stage failed.
+    public var succeeded: Bool { stages.allSatisfy { $0.error == nil } }
+
+    /// Total messages of `kind` over every stream.
+    public func total(_ kind: MessageKind) -> Int { streams.values.reduce(0) { $0 + ($1.byKind[kind] ?? 0) } }
+
+    /// Messages of `kind` per observation window over every stream.
+    public func perWindow(_ kind: MessageKind) -> [Int: Int] {
+        var result: [Int: Int] = [:]
+        for s in streams.values { for (w, n) in s.byKindAndWindow[kind] ?? [:] { result[w, default: 0] += n } }
+        return result
+    }
+
+    /// The summary table printed at the end of `run`.
+    public func table() -> String {
+        var lines: [String] = []
+        let events = total(.tweet)
+        let rate = seconds > 0 ? Double(events) / seconds : 0
+        lines.append("tweetoscoped summary: \(events) events in \(format(seconds)) s (\(Int(rate)) events/s)")
+        let windowKinds: [MessageKind] = [.series, .size, .parameters, .alert, .stat, .sample, .model]
+        let present = windowKinds.filter { !perWindow($0).isEmpty }
+        let windows = Set(present.flatMap { perWindow($0).keys }).sorted()
+        if !windows.isEmpty {
+            lines.append(pad("T_obs", 8) + present.map { pad(header($0), 12) }.joined())
+            for w in windows {
+                lines.append(pad("\(w)", 8) + present.map { pad("\(perWindow($0)[w] ?? 0)", 12) }.joined())
+            }
+        }
+        lines.append(pad("stage", 14) + pad("type", 12) + pad("seconds", 10) + "counters")
+        for s in stages {
+            let plain = s.counters.filter { !$0.key.hasPrefix("rejected.") }
+            let text = plain.keys.sorted().map { "\($0)=\(plain[$0]!)" }.joined(separator: " ")
+            lines.append(pad(s.name, 14) + pad(s.type, 12) + pad(format(s.seconds), 10) + text)
+        }
+        var rejected: [String] = []
+        for s in stages {
+            for key in s.counters.keys.sorted() where key.hasPrefix("rejected.") {
+                rejected.append("\(s.name): \(key.dropFirst("rejected.".count))=\(s.counters[key]!)")
+            }
+        }
+        lines.append("rejected records: " + (rejected.isEmpty ? "none" : rejected.joined(separator: ", ")))
+        for s in stages where s.error != nil { lines.append("stage \(s.name) FAILED: \(s.error!)") }
+        return lines.joined(separator: "\n")
+    }
+
+    private func header(_ kind: MessageKind) -> String {
+        switch kind {
+        case .series: "series"
+        case .size: "sizes"
+        case .parameters: "parameters"
+        case .alert: "alerts"
+        case .stat: "stats"
+        case .sample: "samples"
+        case .model: "models"
+        default: kind.rawValue
+        }
+    }
+
+    private func pad(_ s: String, _ width: Int) -> String {
+        s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
+    }
+
+    private func format(_ x: Double) -> String {
+        let scaled = (x * 100).rounded() / 100
+        return "\(scaled)"
+    }
+}
+
+/// A running pipeline built from a validated configuration.
+public final class Pipeline: Sendable {
+    public let config: PipelineConfig
+    private let logger: Logger
+
+    public init(config: PipelineConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    /// Runs every stage until all have returned (finite sources) or `stop` is requested and the
+    /// pipeline has drained. Stage failures are logged and reported in the summary; the other
+    /// stages are asked to stop and drain.
+    public func run(stop: StopSignal) async -> RunSummary {
+        let clock = ContinuousClock()
+        let start = clock.now
+
+        // Wire every stream before any stage runs: producers and consumers must be registered first.
+        var streams: [String: MessageStream] = [:]
+        func stream(_ name: String) -> MessageStream {
+            if let s = streams[name] { return s }
+            let s = MessageStream(name: name)
+            streams[name] = s
+            return s
+        }
+        var contexts: [(StageConfig, StageContext)] = []
+        for stage in config.stages {
+            var inputs: [String: [StageInput]] = [:]
+            for (port, bindings) in stage.inputs {
+                inputs[port] = bindings.map { StageInput(stream: stream($0.stream)) }
+            }
+            var outputs: [String: StageOutput] = [:]
+            for (port, binding) in stage.outputs { outputs[port] = StageOutput(stream: stream(binding.stream)) }
+            let context = StageContext(name: stage.name, type: stage.type, logger: logger, inputs: inputs,
+                                       outputs: outputs, stop: stop)
+            contexts.append((stage, context))
+        }
+        let allStreams = streams
+        logger.info("pipeline starting", metadata: [
+            "stages": .string(config.stages.map { "\($0.name)(\($0.type))" }.joined(separator: ",")),
+            "streams": .string(allStreams.keys.sorted().joined(separator: ",")),
+        ])
+
+        let reports = Reports()
+        let progress = progressTask(streams: allStreams, contexts: contexts.map(\.1))
+        let wired = contexts
+        await withTaskGroup(of: Void.self) { group in
+            for (stage, context) in wired {
+                group.addTask {
+                    let began = clock.now
+                    var failure: String?
+                    do {
+                        try await stage.stage!.run(context)
+                    } catch {
+                        failure = "\(error)"
+                        context.logger.error("stage failed: \(error)")
+                        stop.request()
+                    }
+                    for output in context.allOutputs { output.finish() }
+                    for (_, input) in context.allInputs { input.detach() }
+                    let seconds = (clock.now - began).seconds
+                    reports.withLock {
+                        $0[stage.name] = RunSummary.StageReport(name: stage.name, type: stage.type,
+                                                                counters: context.counters.snapshot,
+                                                                seconds: seconds, error: failure)
+                    }
+                    context.logger.debug("stage finished", metadata: ["seconds": .string("\(seconds)")])
+                }
+            }
+        }
+        progress?.cancel()
+        let byName = reports.withLock { $0 }
+        return RunSummary(stages: config.stages.compactMap { byName[$0.name] },
+                          streams: allStreams.mapValues { $0.stats.snapshot },
+                          seconds: (clock.now - start).seconds)
+    }
+
+    private func progressTask(streams: [String: MessageStream], contexts: [StageContext]) -> Task<Void, Never>? {
+        let interval = config.settings.progressInterval
+        guard interval > 0 else { return nil }
+        let logger = self.logger
+        return Task {
+            var last = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+                if Task.isCancelled { break }
+                var kinds: [MessageKind: Int] = [:]
+                for s in streams.values { for (k, n) in s.stats.snapshot.byKind { kinds[k, default: 0] += n } }
+                let events = kinds[.tweet] ?? 0
+                let rate = Double(events - last) / interval
+                last = events
+                var md: Logger.Metadata = ["events": .string("\(events)"), "events_per_s": .string("\(Int(rate))")]
+                for (k, n) in kinds where k != .tweet { md[k.rawValue] = .string("\(n)") }
+                logger.info("progress", metadata: md)
+            }
+        }
+    }
+}
+
+/// Stage reports, filled as stages finish.
+private final class Reports: Sendable {
+    private let state = Mutex<[String: RunSummary.StageReport]>([:])
+    func withLock<T>(_ body: (inout [String: RunSummary.StageReport]) -> T) -> T { state.withLock { body(&$0) } }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}

@@ -1,0 +1,141 @@
+// The `tweetoscoped` command line: run (default), validate, plugins, version.
+import ArgumentParser
+import Dispatch
+import Glibc
+import TweetoscopeCore
+import TweetoscopeRuntime
+
+/// Exit status for an invalid configuration or plugin set (sysexits EX_CONFIG); systemd's unit
+/// does not restart on it.
+let exitConfigError: Int32 = 78
+
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Configuration file.")
+    var config = "/etc/tweetoscope.yaml"
+
+    @Option(help: "Plugin directory (overrides the configuration's plugin_dir).")
+    var pluginDir: String?
+}
+
+@main
+struct Tweetoscoped: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tweetoscoped",
+        abstract: "Predicts in real time which tweets will go viral: a Tweetoscope pipeline daemon.",
+        discussion: "The pipeline (sources, collector, estimator, predictor, learner, sinks) is described in a YAML file, /etc/tweetoscope.yaml by default.",
+        version: tweetoscopeVersion,
+        subcommands: [Run.self, Validate.self, Plugins.self, Version.self],
+        defaultSubcommand: Run.self)
+}
+
+/// Loads the configuration, printing every error and exiting with 78 when it is invalid.
+func loadOrExit(_ options: ConfigOptions) throws -> PipelineConfig {
+    do {
+        return try ConfigLoader.load(path: options.config, pluginDirectory: options.pluginDir).0
+    } catch let errors as ConfigErrors {
+        for d in errors.diagnostics { writeStandardError("\(d)\n") }
+        writeStandardError("tweetoscoped: \(options.config): \(errors.diagnostics.count) error(s)\n")
+        throw ExitCode(exitConfigError)
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the pipeline (the default command).")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical); overrides log_level.")
+    var logLevel: String?
+
+    func run() async throws {
+        let config = try loadOrExit(options)
+        var level = config.settings.logLevel
+        if let logLevel {
+            guard let l = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("unknown log level \(logLevel)")
+            }
+            level = l
+        }
+        let chosen = level
+        LoggingSystem.bootstrap { StderrLogHandler(label: $0, level: chosen) }
+        let logger = Logger(label: "tweetoscoped")
+        let stop = StopSignal()
+        let signals = [SIGINT, SIGTERM].map { (number: Int32) -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if stop.isRequested { Glibc.exit(128 + number) }
+                logger.notice("signal \(number): stopping (sources stop, in-flight work drains); send again to exit at once")
+                stop.request()
+            }
+            source.resume()
+            return source
+        }
+        logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(options.config)])
+        let summary = await Pipeline(config: config, logger: logger).run(stop: stop)
+        _ = signals
+        print(summary.table())
+        if !summary.succeeded { throw ExitCode.failure }
+    }
+}
+
+struct Validate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a configuration and its plugins; print every error and start nothing.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try loadOrExit(options)
+        print("\(options.config): valid (\(config.stages.count) stages: \(config.stages.map(\.name).joined(separator: ", ")))")
+    }
+}
+
+struct Plugins: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the stage types the plugins provide, with their ports and options.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        var directory = options.pluginDir
+        if directory == nil, let text = try? ConfigLoader.read(options.config) {
+            var ignored: [ConfigDiagnostic] = []
+            directory = ConfigLoader.parseSettings(text, file: options.config, errors: &ignored).0.pluginDirectory
+        }
+        let dir = directory ?? PluginLoader.defaultDirectory()
+        let registry = StageRegistry()
+        do {
+            try registry.loadPlugins(directory: dir, names: nil)
+        } catch let errors as ConfigErrors {
+            for d in errors.diagnostics { writeStandardError("\(d)\n") }
+            throw ExitCode(exitConfigError)
+        }
+        print("plugin directory: \(dir)")
+        for type in registry.types {
+            let (d, file) = registry.lookup(type)!
+            print("\n\(type) — \(d.summary)\n  plugin: \(file)")
+            for (title, ports) in [("input", d.inputs), ("output", d.outputs)] {
+                for p in ports {
+                    let kinds = p.kinds.map(\.rawValue).sorted().joined(separator: "|")
+                    let flags = [p.required ? "required" : "optional", p.multiple ? "list" : nil].compactMap { $0 }
+                    print("  \(title) \(p.name) [\(kinds)] (\(flags.joined(separator: ", "))): \(p.doc)")
+                }
+            }
+            for o in d.options {
+                let value = o.required ? "required" : o.defaultValue.map { "default \($0)" } ?? "optional"
+                print("  option \(o.key): \(o.type), \(value) — \(o.doc)")
+            }
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the daemon's version and the libraries it runs with.")
+
+    func run() {
+        print("tweetoscoped \(tweetoscopeVersion) (plugin ABI \(PluginABI.version))")
+        print("librdkafka \(librdkafkaVersion)")
+        print("libyaml \(libyamlVersion)")
+        print("libsystemd \(libsystemdVersion)")
+    }
+}
