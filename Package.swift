@@ -28,6 +28,8 @@ let plugins = [
     plugin("CollectorPlugin", dir: "Collector", product: "collector"),
     plugin("FileSinkPlugin", dir: "FileSink", product: "file"),
     plugin("EstimatorPlugin", dir: "Estimator", product: "estimator", deps: ["Hawkes"]),
+    plugin("PredictorPlugin", dir: "Predictor", product: "predictor"),
+    plugin("LearnerPlugin", dir: "Learner", product: "learner", deps: ["Forest"]),
 ]
 
 let package = Package(
@@ -50,6 +52,7 @@ let package = Package(
         .systemLibrary(name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
                        providers: [.apt(["libsystemd-dev"])]),
         .target(name: "Hawkes", path: "Sources/Hawkes", swiftSettings: swift6),
+        .target(name: "Forest", dependencies: [core], path: "Sources/Forest", swiftSettings: swift6),
         .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
                           swiftSettings: swift6),
         .target(name: "TweetoscopeRuntime", dependencies: [core, "CYaml", "CRdKafka", "CSystemd"],
@@ -63,6 +66,8 @@ let package = Package(
         .testTarget(name: "TweetoscopeTests", dependencies: ["TweetoscopeRuntime"],
                     path: "Tests/TweetoscopeTests", swiftSettings: swift6),
         .testTarget(name: "HawkesTests", dependencies: ["Hawkes"], path: "Tests/HawkesTests",
+                    swiftSettings: swift6),
+        .testTarget(name: "ForestTests", dependencies: ["Forest"], path: "Tests/ForestTests",
                     swiftSettings: swift6),
     ] + plugins.map(\.1)
 )
