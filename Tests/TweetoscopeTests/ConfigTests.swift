@@ -16,9 +16,10 @@ func temporaryFile(_ text: String, name: String = "config.yaml") -> String {
 
 /// 1-based line and column of the first occurrence of `token` on line `line` of `text`.
 func position(of token: String, line: Int, in text: String) -> String {
-    let l = text.split(separator: "\n", omittingEmptySubsequences: false)[line - 1]
-    let column = l.distance(from: l.startIndex, to: l.range(of: token)!.lowerBound) + 1
-    return "\(line):\(column)"
+    let l = Array(text.split(separator: "\n", omittingEmptySubsequences: false)[line - 1])
+    let t = Array(token)
+    let start = (0...(l.count - t.count)).first { Array(l[$0..<($0 + t.count)]) == t }!
+    return "\(line):\(start + 1)"
 }
 
 @Suite struct ConfigTests {

@@ -1,0 +1,324 @@
+// The collector's hot path: plain structs mutated in place (no existentials, no generics, no
+// per-event allocation beyond appending to a cascade's arrays). Semantics: see CollectorStage.
+import TweetoscopeCore
+
+/// What happened to one event in its source's processor.
+enum EventOutcome {
+    case accepted, outOfOrder, lateEvent, unknownCascade, duplicateTweet
+}
+
+/// Counts accumulated while processing, moved to the stage counters once per batch.
+struct CollectorTally {
+    var events = 0
+    var opened = 0
+    var ended = 0
+    var belowMinSize = 0
+}
+
+/// Messages built while processing one input batch, and whether each port is bound.
+struct CollectorEmission {
+    let buildSeries: Bool
+    let buildSizes: Bool
+    var series: [Message] = []
+    var sizes: [Message] = []
+    var tally = CollectorTally()
+}
+
+/// An open cascade, stored in a reusable slot of its source's slab.
+struct CascadeSlot {
+    var id: CascadeID = 0
+    var msg: String = ""
+    var firstTime: Double = 0
+    var lastTime: Double = 0
+    /// Event times relative to `firstTime`, non-decreasing; `times[0] == 0`.
+    var times: [Double] = []
+    var magnitudes: [Double] = []
+    /// Number of windows (ascending) already settled: series emitted, or skipped as too small.
+    var settled = 0
+    /// Bumped each time the slot is freed, so stale entries of `SourceProcessor.order` are recognised.
+    var generation: UInt32 = 0
+    /// Neighbours in the recency list (sorted by last time), -1 for none.
+    var older = -1
+    var newer = -1
+}
+
+/// The state of one source: its clock, its open cascades and the ids of its ended ones.
+struct SourceProcessor {
+    let source: SourceID
+    /// Windows in seconds, ascending, as Double (comparisons) and Int (message keys).
+    let windows: [Double]
+    let windowKeys: [Int]
+    let terminated: Double
+    let minSize: Int
+    let maxEnded: Int
+
+    /// The source's clock: time of the latest accepted-in-order event.
+    private(set) var clock = -Double.infinity
+    private var slots: [CascadeSlot] = []
+    private var freeSlots: [Int] = []
+    /// Open cascades: id -> slot.
+    private var open: [CascadeID: Int] = [:]
+    /// Recency list: `oldest` has the smallest last time; times never decrease within a source, so
+    /// moving a touched cascade to the `newest` end keeps the list sorted by last time.
+    private var oldest = -1
+    private var newest = -1
+    /// Cascades in creation (= first-time) order, as (slot, generation); `cursors[k]` is the first
+    /// entry window k has not yet passed. One shared queue with one cursor per window replaces the
+    /// course's FIFO per window. Entries before the smallest cursor are dropped from time to time.
+    private var order: [Int] = []
+    private var orderGeneration: [UInt32] = []
+    private var cursors: [Int]
+    /// Ended cascade ids (bounded): the set answers, the ring gives the eviction order.
+    private var ended: Set<CascadeID> = []
+    private var endedRing: [CascadeID] = []
+    private var endedNext = 0
+
+    init(source: SourceID, settings: CollectorSettings) {
+        self.source = source
+        self.windows = settings.windows.map(Double.init)
+        self.windowKeys = settings.windows
+        self.terminated = Double(settings.terminated)
+        self.minSize = settings.minCascadeSize
+        self.maxEnded = settings.maxEndedRemembered
+        self.cursors = Array(repeating: 0, count: settings.windows.count)
+    }
+
+    /// Processes one event (its time is finite).
+    mutating func process(_ tweet: Tweet, into out: inout CollectorEmission) -> EventOutcome {
+        let now = tweet.time
+        if now < clock { return .outOfOrder }
+        if now > clock {
+            clock = now
+            advance(to: now, into: &out)
+        }
+        switch tweet.kind {
+        case .retweet:
+            guard let s = open[tweet.cascade] else {
+                return ended.contains(tweet.cascade) ? .lateEvent : .unknownCascade
+            }
+            slots[s].times.append(now - slots[s].firstTime)
+            slots[s].magnitudes.append(tweet.magnitude)
+            slots[s].lastTime = now
+            if s != newest {
+                unlink(s)
+                linkNewest(s)
+            }
+            return .accepted
+        case .tweet:
+            if open[tweet.cascade] != nil || ended.contains(tweet.cascade) { return .duplicateTweet }
+            let s = allocateSlot()
+            slots[s].id = tweet.cascade
+            slots[s].msg = tweet.msg
+            slots[s].firstTime = now
+            slots[s].lastTime = now
+            slots[s].times.append(0)
+            slots[s].magnitudes.append(tweet.magnitude)
+            slots[s].settled = 0
+            open[tweet.cascade] = s
+            linkNewest(s)
+            order.append(s)
+            orderGeneration.append(slots[s].generation)
+            out.tally.opened += 1
+            return .accepted
+        }
+    }
+
+    /// Ends every open cascade, oldest last event first (end of input).
+    mutating func flush(into out: inout CollectorEmission) {
+        while oldest >= 0 { end(oldest, into: &out) }
+        order.removeAll()
+        orderGeneration.removeAll()
+        for k in cursors.indices { cursors[k] = 0 }
+    }
+
+    /// Steps 1 and 2 at source time `now`.
+    private mutating func advance(to now: Double, into out: inout CollectorEmission) {
+        // 1. Windows whose end is strictly before now, in first-time order.
+        let count = order.count
+        for k in 0..<windows.count {
+            let window = windows[k]
+            var c = cursors[k]
+            while c < count {
+                let s = order[c]
+                if slots[s].generation == orderGeneration[c] {
+                    if !(slots[s].firstTime + window < now) { break }
+                    if slots[s].settled <= k {
+                        emitSeries(s, window: k, into: &out)
+                        slots[s].settled = k + 1
+                    }
+                }
+                c += 1
+            }
+            cursors[k] = c
+        }
+        compactOrder()
+        // 2. Cascades idle for more than `terminated`, oldest last event first.
+        while oldest >= 0 && slots[oldest].lastTime + terminated < now {
+            end(oldest, into: &out)
+        }
+    }
+
+    private mutating func emitSeries(_ s: Int, window k: Int, into out: inout CollectorEmission) {
+        guard out.buildSeries, slots[s].times.count >= minSize else { return }
+        out.series.append(.series(Series(cascade: slots[s].id, msg: slots[s].msg, tObs: windowKeys[k],
+                                         times: slots[s].times, magnitudes: slots[s].magnitudes)))
+    }
+
+    /// Ends the cascade in slot `s`: pending series, sizes, memory, ended id.
+    private mutating func end(_ s: Int, into out: inout CollectorEmission) {
+        unlink(s)
+        // Every event of the cascade is within its unsettled windows: had an event arrived after a
+        // window's end, that window would have been settled in step 1 before the event was added.
+        for k in slots[s].settled..<windows.count { emitSeries(s, window: k, into: &out) }
+        let id = slots[s].id
+        let nTot = slots[s].times.count
+        if nTot >= minSize {
+            if out.buildSizes {
+                let tEnd = slots[s].lastTime
+                for key in windowKeys {
+                    out.sizes.append(.size(CascadeSize(cascade: id, tObs: key, nTot: nTot, tEnd: tEnd)))
+                }
+            }
+        } else {
+            out.tally.belowMinSize += 1
+        }
+        open[id] = nil
+        rememberEnded(id)
+        slots[s].times = []
+        slots[s].magnitudes = []
+        slots[s].msg = ""
+        slots[s].generation &+= 1
+        freeSlots.append(s)
+        out.tally.ended += 1
+    }
+
+    private mutating func rememberEnded(_ id: CascadeID) {
+        guard maxEnded > 0 else { return }
+        if endedRing.count < maxEnded {
+            endedRing.append(id)
+        } else {
+            ended.remove(endedRing[endedNext])
+            endedRing[endedNext] = id
+            endedNext += 1
+            if endedNext == maxEnded { endedNext = 0 }
+        }
+        ended.insert(id)
+    }
+
+    private mutating func allocateSlot() -> Int {
+        if let s = freeSlots.popLast() { return s }
+        slots.append(CascadeSlot())
+        return slots.count - 1
+    }
+
+    private mutating func unlink(_ s: Int) {
+        let older = slots[s].older, newer = slots[s].newer
+        if older >= 0 { slots[older].newer = newer } else { oldest = newer }
+        if newer >= 0 { slots[newer].older = older } else { newest = older }
+        slots[s].older = -1
+        slots[s].newer = -1
+    }
+
+    private mutating func linkNewest(_ s: Int) {
+        slots[s].older = newest
+        slots[s].newer = -1
+        if newest >= 0 { slots[newest].newer = s } else { oldest = s }
+        newest = s
+    }
+
+    /// Drops the queue entries every window has passed, once they are the larger half.
+    private mutating func compactOrder() {
+        var done = cursors[0]
+        for c in cursors where c < done { done = c }
+        guard done >= 1024, done * 2 >= order.count else { return }
+        order.removeFirst(done)
+        orderGeneration.removeFirst(done)
+        for k in cursors.indices { cursors[k] -= done }
+    }
+}
+
+/// All sources of one collector stage.
+struct CollectorEngine {
+    let settings: CollectorSettings
+    private var processors: [SourceProcessor] = []
+    private var index: [SourceID: Int] = [:]
+    private var lastSource: SourceID = 0
+    private var lastIndex = -1
+    private var out: CollectorEmission
+
+    init(settings: CollectorSettings, buildSeries: Bool, buildSizes: Bool) {
+        self.settings = settings
+        self.out = CollectorEmission(buildSeries: buildSeries, buildSizes: buildSizes)
+    }
+
+    /// Processes one input batch; output accumulates until ``takeOutput()``.
+    mutating func consume(_ batch: [Message], context: StageContext) {
+        for message in batch {
+            guard case .tweet(let tweet) = message else {
+                context.counters.reject("unexpected_message")
+                context.warnRateLimited("unexpected_message", "collector: skipped a \(message.kind) message")
+                continue
+            }
+            out.tally.events += 1
+            guard tweet.time.isFinite else {
+                reject("invalid_time", tweet, "non-finite time \(tweet.time)", context)
+                continue
+            }
+            let p = processorIndex(tweet.source)
+            let outcome = processors[p].process(tweet, into: &out)
+            switch outcome {
+            case .accepted: break
+            case .outOfOrder:
+                reject("out_of_order", tweet,
+                       "time before the source clock \(processors[p].clock)", context)
+            case .lateEvent: reject("late_event", tweet, "retweet of an ended cascade", context)
+            case .unknownCascade: reject("unknown_cascade", tweet, "retweet of an unknown cascade", context)
+            case .duplicateTweet: reject("duplicate_tweet", tweet, "tweet of an already opened cascade", context)
+            }
+        }
+    }
+
+    /// Ends every open cascade of every source (end of input).
+    mutating func flushAll() {
+        for p in processors.indices { processors[p].flush(into: &out) }
+    }
+
+    /// The messages built since the last call.
+    mutating func takeOutput() -> (series: [Message], sizes: [Message]) {
+        let result = (out.series, out.sizes)
+        out.series = []
+        out.sizes = []
+        return result
+    }
+
+    /// The counts accumulated since the last call.
+    mutating func takeTally() -> CollectorTally {
+        let t = out.tally
+        out.tally = CollectorTally()
+        return t
+    }
+
+    private mutating func processorIndex(_ source: SourceID) -> Int {
+        if lastIndex >= 0 && source == lastSource { return lastIndex }
+        let p: Int
+        if let known = index[source] {
+            p = known
+        } else {
+            p = processors.count
+            processors.append(SourceProcessor(source: source, settings: settings))
+            index[source] = p
+        }
+        lastSource = source
+        lastIndex = p
+        return p
+    }
+
+    private func reject(_ reason: String, _ tweet: Tweet, _ what: String, _ context: StageContext) {
+        context.counters.reject(reason)
+        context.warnRateLimited(
+            reason,
+            "collector: skipped \(tweet.kind.rawValue) of cascade \(tweet.cascade) from source \(tweet.source) at t=\(tweet.time): \(what)",
+            metadata: ["cascade": .string(String(tweet.cascade)), "source": .string(String(tweet.source)),
+                       "t": .string(String(tweet.time))])
+    }
+}

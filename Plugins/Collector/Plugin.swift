@@ -1,0 +1,159 @@
+// The collector stage plugin (spec §3): turns the `tweets` stream into partial cascades (`series`,
+// one per observation window) and final sizes (`sizes`, one per window once a cascade has ended).
+import TweetoscopeCore
+
+@_cdecl("tweetoscope_plugin_register")
+public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableRawPointer) -> Int32 {
+    PluginABI.entry(abi, registrar) { $0.register(CollectorStage.descriptor) }
+}
+
+/// The `collector` stage: groups tweets into cascades, per source, on that source's clock.
+///
+/// One processor per source (``Tweet/source``); "now" is the time of the event that has just
+/// arrived at that source, never a wall clock and never another source's clock. When an event at
+/// time `t` arrives at a source whose clock is `c`:
+///
+/// 0. `t < c`: rejected as `out_of_order` (the clock does not move). Otherwise the clock becomes `t`,
+///    and steps 1 and 2 run even if step 3 then rejects the event (a late, unknown or duplicate
+///    event still proves that the source's time has advanced).
+/// 1. **Windows.** For each window `T` (ascending), every open cascade with `first_time + T < t`
+///    whose window is not yet settled, in first-time order, is settled: its series is emitted if it
+///    has at least `min_cascade_size` events.
+/// 2. **Termination.** Every open cascade with `last_time + terminated < t` ends, **oldest last
+///    event first** (ties: the cascade touched first): its not-yet-settled windows are settled as in
+///    step 1, then one `CascadeSize` per window (ascending) is emitted if its event count is at
+///    least `min_cascade_size`; its memory is freed and its id is remembered as ended (at most
+///    `max_ended_remembered` ids per source, oldest forgotten first).
+/// 3. **Insert.** `.tweet` opens a cascade (its `msg` becomes the cascade's); `.retweet` appends
+///    `(t − first_time, magnitude)` to its open cascade.
+///
+/// Boundary choices (spec §3.2 and §9 leave them open or get them wrong):
+/// - an event exactly at `first_time + T` **is included** in window `T`'s series (a window is
+///   settled only once an event strictly after its end arrives, or at termination);
+/// - the minimum size test is `count >= min_cascade_size`, for series and sizes alike;
+/// - termination is strict: an event exactly at `last_time + terminated` extends the cascade;
+/// - a cascade below the minimum size at its end produces no size, and a window whose series had
+///   fewer than `min_cascade_size` events when it settled produces no series (it is not retried).
+///
+/// Anomalies are skipped, counted as `rejected.<reason>` and logged (rate-limited):
+/// `late_event` (retweet of an ended cascade still remembered), `unknown_cascade` (retweet of a
+/// cascade never opened, or ended and forgotten), `out_of_order` (time before the source's clock),
+/// `duplicate_tweet` (`.tweet` for a cascade open or remembered as ended), `invalid_time` (time not
+/// finite), `unexpected_message` (a message other than a tweet). Plain counters: `events` (every
+/// tweet message received, rejected ones included), `cascades_opened`, `cascades_ended`,
+/// `cascades_below_min_size` (ended without a size message).
+///
+/// End of input: every open cascade of every source ends as in step 2 (sources in the order they
+/// first appeared, within a source oldest last event first), so no series or size is lost.
+/// A daemon stop ends the input once the sources stop, so it is covered by the same flush.
+///
+/// Series times are relative to the cascade's first event (first element 0); magnitudes are
+/// unchanged. Output messages of one input batch are sent as one batch per output port; an unbound
+/// output port is skipped entirely (its messages are not even built).
+final class CollectorStage: Stage {
+    let settings: CollectorSettings
+
+    init(settings: CollectorSettings) { self.settings = settings }
+
+    static let descriptor = StageDescriptor(
+        type: "collector",
+        summary: "Groups tweets into cascades per source; emits partial cascades per observation window and final sizes",
+        inputs: [
+            PortSpec("tweets", kinds: [.tweet], doc: "Tweets and retweets; times must not decrease within a source"),
+        ],
+        outputs: [
+            PortSpec("series", kinds: [.series], required: false,
+                     doc: "One partial cascade per cascade and observation window (times relative to the first tweet)"),
+            PortSpec("sizes", kinds: [.size], required: false,
+                     doc: "Final size of each ended cascade, one message per observation window"),
+        ],
+        options: [
+            OptionSpec("windows", .intList, default: .list([.int(600), .int(1200)]),
+                       doc: "Observation windows T_obs in seconds after the first tweet; each > 0, no duplicates"),
+            OptionSpec("terminated", .int, default: .int(1800),
+                       doc: "Seconds of source time without a new event after which a cascade ends; > 0"),
+            OptionSpec("min_cascade_size", .int, default: .int(10),
+                       doc: "Minimum number of events (original tweet included) for a series or size to be sent; >= 1"),
+            OptionSpec("max_ended_remembered", .int, default: .int(100_000),
+                       doc: "Ended cascade ids remembered per source to recognise late events (count); >= 0"),
+        ],
+        make: { _, options in try CollectorStage(settings: CollectorSettings(options)) })
+
+    func run(_ context: StageContext) async throws {
+        let seriesOut = context.output("series")
+        let sizesOut = context.output("sizes")
+        var engine = CollectorEngine(settings: settings,
+                                     buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
+        for name in ["events", "cascades_opened", "cascades_ended"] { context.counters.add(name, 0) }
+
+        let inputs = context.inputs("tweets")
+        if inputs.count == 1 {
+            let input = inputs[0]
+            while let batch = await input.next() {
+                engine.consume(batch, context: context)
+                await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            }
+        } else if !inputs.isEmpty {
+            let (merged, consumer) = context.mergedInputs()
+            while let tagged = await merged.next(consumer) {
+                engine.consume(tagged.messages, context: context)
+                await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            }
+        }
+        engine.flushAll()
+        await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+    }
+
+    /// Moves the counts to the stage counters and sends the pending output batches.
+    private func publish(_ engine: inout CollectorEngine, context: StageContext,
+                         seriesOut: StageOutput?, sizesOut: StageOutput?) async {
+        let tally = engine.takeTally()
+        if tally.events > 0 { context.counters.add("events", tally.events) }
+        if tally.opened > 0 { context.counters.add("cascades_opened", tally.opened) }
+        if tally.ended > 0 { context.counters.add("cascades_ended", tally.ended) }
+        if tally.belowMinSize > 0 { context.counters.add("cascades_below_min_size", tally.belowMinSize) }
+        let (series, sizes) = engine.takeOutput()
+        if let seriesOut, !series.isEmpty { await seriesOut.send(series) }
+        if let sizesOut, !sizes.isEmpty { await sizesOut.send(sizes) }
+    }
+}
+
+/// Validated collector options.
+struct CollectorSettings: Sendable {
+    /// Observation windows in seconds, ascending.
+    var windows: [Int]
+    /// Inactivity, in seconds, after which a cascade ends.
+    var terminated: Int
+    var minCascadeSize: Int
+    var maxEndedRemembered: Int
+
+    init(windows: [Int], terminated: Int, minCascadeSize: Int, maxEndedRemembered: Int) throws {
+        guard !windows.isEmpty else { throw StageConfigError(option: "windows", "must list at least one window") }
+        for w in windows where w <= 0 {
+            throw StageConfigError(option: "windows", "window \(w) must be > 0 seconds")
+        }
+        let sorted = windows.sorted()
+        for i in sorted.indices.dropFirst() where sorted[i] == sorted[i - 1] {
+            throw StageConfigError(option: "windows", "window \(sorted[i]) is listed twice")
+        }
+        guard terminated > 0 else {
+            throw StageConfigError(option: "terminated", "must be > 0 seconds, got \(terminated)")
+        }
+        guard minCascadeSize >= 1 else {
+            throw StageConfigError(option: "min_cascade_size", "must be >= 1, got \(minCascadeSize)")
+        }
+        guard maxEndedRemembered >= 0 else {
+            throw StageConfigError(option: "max_ended_remembered", "must be >= 0, got \(maxEndedRemembered)")
+        }
+        self.windows = sorted
+        self.terminated = terminated
+        self.minCascadeSize = minCascadeSize
+        self.maxEndedRemembered = maxEndedRemembered
+    }
+
+    init(_ options: StageOptions) throws {
+        try self.init(windows: options.ints("windows"), terminated: options.int("terminated"),
+                      minCascadeSize: options.int("min_cascade_size"),
+                      maxEndedRemembered: options.int("max_ended_remembered"))
+    }
+}
