@@ -1,0 +1,177 @@
+// The `replay` and `jsonl` source stages: replay a cascade dataset the way the course's tweet
+// generator does (spec §2), or read tweets back from JSON lines.
+
+import TweetoscopeCore
+
+@_cdecl("tweetoscope_plugin_register")
+public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableRawPointer) -> Int32 {
+    PluginABI.entry(abi, registrar) {
+        $0.register(ReplaySource.descriptor)
+        $0.register(JSONLinesSource.descriptor)
+    }
+}
+
+/// Messages per batch sent downstream.
+let batchSize = 4096
+
+/// Replays a dataset of cascades as a stream of tweets, one simulated clock per source.
+final class ReplaySource: Stage {
+    enum Format: String, Sendable { case long, course }
+
+    let path: String
+    let index: String?
+    let format: Format
+    let plan: ReplayPlan
+    let timeAcceleration: Double
+    let secondsPerTimeUnit: Double
+
+    static let descriptor = StageDescriptor(
+        type: "replay",
+        summary: "Replays real retweet cascades from a file as the course's tweet generator does: sources with their own clocks, overlapping cascades, reproducible for a seed.",
+        inputs: [],
+        outputs: [PortSpec("tweets", kinds: [.tweet], doc: "tweets and retweets, ordered by (source time, source id)")],
+        options: [
+            OptionSpec("path", .path, required: true,
+                       doc: "data file: `cascade,t,m` (long format) or `time,magnitude[,msg]` (course format); may be gzip-compressed"),
+            OptionSpec("index", .path,
+                       doc: "course index file (`start_ind,end_ind`, 1-based inclusive row ranges of the data file); selects the course format"),
+            OptionSpec("format", .choice(["auto", "long", "course"]), default: .string("auto"),
+                       doc: "data format; auto = course when `index` is set, long otherwise"),
+            OptionSpec("sources", .int, default: .int(1),
+                       doc: "number of sources (the generator's threads), each replaying its own share of the cascades; >= 1"),
+            OptionSpec("max_cascades", .int, default: .int(10),
+                       doc: "cascades running at the same time in each source; >= 1"),
+            OptionSpec("random_start_range", .double, default: .double(600),
+                       doc: "seconds (source clock): a cascade starts at a uniform random time in [now, now + range], rounded down to whole seconds; >= 0"),
+            OptionSpec("seed", .int, default: .int(0),
+                       doc: "seed of the shuffle and of the start times; the same seed gives the same replay"),
+            OptionSpec("time_acceleration", .double, default: .double(0),
+                       doc: "source seconds per wall-clock second; 0 = as fast as possible"),
+            OptionSpec("limit", .int, default: .int(0),
+                       doc: "number of cascades to replay, chosen by the seeded shuffle; 0 = all"),
+            OptionSpec("seconds_per_time_unit", .double, default: .double(1),
+                       doc: "seconds per time unit of the course data file (times are rounded to whole seconds); > 0"),
+        ],
+        make: { _, options in try ReplaySource(options) })
+
+    init(_ options: StageOptions) throws {
+        path = try options.string("path")
+        index = options.has("index") ? try options.string("index") : nil
+        switch try options.string("format") {
+        case "long":
+            guard index == nil else { throw StageConfigError(option: "index", "is only used with format: course") }
+            format = .long
+        case "course":
+            guard index != nil else { throw StageConfigError(option: "index", "is required with format: course") }
+            format = .course
+        default:
+            format = index == nil ? .long : .course
+        }
+        let sources = try options.int("sources")
+        guard sources >= 1 else { throw StageConfigError(option: "sources", "must be >= 1, got \(sources)") }
+        let maxCascades = try options.int("max_cascades")
+        guard maxCascades >= 1 else { throw StageConfigError(option: "max_cascades", "must be >= 1, got \(maxCascades)") }
+        let range = try options.double("random_start_range")
+        guard range.isFinite, range >= 0 else {
+            throw StageConfigError(option: "random_start_range", "must be a finite number of seconds >= 0, got \(range)")
+        }
+        let limit = try options.int("limit")
+        guard limit >= 0 else { throw StageConfigError(option: "limit", "must be >= 0, got \(limit)") }
+        plan = ReplayPlan(sources: sources, maxCascades: maxCascades, randomStartRange: range,
+                          seed: try options.int("seed"), limit: limit)
+        timeAcceleration = try options.double("time_acceleration")
+        guard timeAcceleration.isFinite, timeAcceleration >= 0 else {
+            throw StageConfigError(option: "time_acceleration", "must be a finite number >= 0, got \(timeAcceleration)")
+        }
+        secondsPerTimeUnit = try options.double("seconds_per_time_unit")
+        guard secondsPerTimeUnit.isFinite, secondsPerTimeUnit > 0 else {
+            throw StageConfigError(option: "seconds_per_time_unit", "must be a finite number > 0, got \(secondsPerTimeUnit)")
+        }
+    }
+
+    func run(_ context: StageContext) async throws {
+        let loadStart = ContinuousClock.now
+        let data: Dataset
+        switch format {
+        case .long:
+            data = try DatasetLoader.loadLong(path: path, context: context)
+        case .course:
+            data = try DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
+                                                context: context)
+        }
+        var replay = MergedReplay(data: data, plan: plan)
+        let selectedEvents = replay.cascades == data.cascadeCount ? data.events : nil
+        context.logger.info(
+            "replay starting",
+            metadata: [
+                "file": .string(path), "format": .string(format.rawValue),
+                "cascades": .stringConvertible(replay.cascades),
+                "events": .string(selectedEvents.map(String.init) ?? "\(data.events) in the file"),
+                "sources": .stringConvertible(plan.sources),
+                "load_seconds": .string(seconds(ContinuousClock.now - loadStart)),
+            ])
+        guard let output = context.output("tweets") else {
+            context.logger.warning("output tweets is not bound; nothing to replay")
+            return
+        }
+        let wallStart = ContinuousClock.now
+        var sent = 0
+        var countedCascades = 0
+        var stopped = false
+        var batch: [Message] = []
+        batch.reserveCapacity(batchSize)
+        replay: while let t = replay.nextTime {
+            if timeAcceleration > 0 {
+                let offset = min(t / timeAcceleration, 1e9)  // seconds; capped so the conversion cannot trap
+                let due = wallStart + .nanoseconds(Int64((offset * 1e9).rounded(.down)))
+                if due > ContinuousClock.now {
+                    // Send what is due, then wait for this event, checking for a stop request.
+                    sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+                    while ContinuousClock.now < due {
+                        if context.stopRequested || Task.isCancelled { stopped = true; break replay }
+                        let wait = min(due - ContinuousClock.now, .milliseconds(200))
+                        try? await Task.sleep(for: wait)
+                    }
+                }
+            }
+            batch.append(.tweet(replay.next()))
+            if batch.count >= batchSize {
+                sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+                if context.stopRequested || Task.isCancelled { stopped = true; break }
+            }
+        }
+        sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+        let started = replay.cascadesStarted
+        let elapsed = ContinuousClock.now - wallStart
+        context.logger.info(
+            stopped ? "replay stopped on request" : "replay done",
+            metadata: [
+                "file": .string(path), "events": .stringConvertible(sent), "cascades": .stringConvertible(started),
+                "seconds": .string(seconds(elapsed)),
+            ])
+    }
+
+    /// Sends and empties the batch; returns the number of events sent.
+    private func flush(_ batch: inout [Message], _ output: StageOutput, _ context: StageContext,
+                       cascades: inout Int, started: Int) async -> Int {
+        if started > cascades {
+            context.counters.add("cascades", started - cascades)
+            cascades = started
+        }
+        let n = batch.count
+        guard n > 0 else { return 0 }
+        var full: [Message] = []
+        full.reserveCapacity(batchSize)
+        swap(&full, &batch)
+        await output.send(full)
+        context.counters.add("events", n)
+        return n
+    }
+}
+
+/// A duration as seconds with 3 decimals.
+func seconds(_ d: Duration) -> String {
+    let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+    let frac = ms % 1000
+    return "\(ms / 1000).\(frac < 10 ? "00" : frac < 100 ? "0" : "")\(frac)"
+}

@@ -1,0 +1,232 @@
+// The course generator's replay algorithm (spec §2.3), made reproducible: a seeded shuffle, one
+// simulated clock per source, and a deterministic merge of the sources by (time, source id).
+
+import TweetoscopeCore
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny PRNG that gives the same sequence on every
+/// machine for a given seed.
+struct SplitMix64 {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+
+    /// Uniform in 0..<n (n > 0), without modulo bias (Lemire's method).
+    mutating func next(below n: UInt64) -> UInt64 {
+        var m = next().multipliedFullWidth(by: n)
+        if m.low < n {
+            let threshold = (0 &- n) % n
+            while m.low < threshold { m = next().multipliedFullWidth(by: n) }
+        }
+        return m.high
+    }
+}
+
+/// A binary min-heap of (time, tie) keys carrying an Int32 payload; ties broken by `tie`.
+struct MinHeap {
+    struct Entry {
+        var time: Double
+        var tie: UInt64
+        var payload: Int32
+        @inline(__always) func precedes(_ o: Entry) -> Bool { time < o.time || (time == o.time && tie < o.tie) }
+    }
+
+    private(set) var entries: [Entry] = []
+
+    var isEmpty: Bool { entries.isEmpty }
+    var min: Entry? { entries.first }
+
+    mutating func push(_ e: Entry) {
+        entries.append(e)
+        var i = entries.count - 1
+        while i > 0 {
+            let parent = (i - 1) >> 1
+            guard entries[i].precedes(entries[parent]) else { break }
+            entries.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    /// Replaces the minimum by `e` (cheaper than pop + push).
+    mutating func replaceMin(_ e: Entry) {
+        entries[0] = e
+        siftDown(0)
+    }
+
+    @discardableResult
+    mutating func popMin() -> Entry {
+        let top = entries[0]
+        let last = entries.removeLast()
+        if !entries.isEmpty {
+            entries[0] = last
+            siftDown(0)
+        }
+        return top
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        let n = entries.count
+        while true {
+            let l = 2 * i + 1
+            guard l < n else { return }
+            var best = l
+            if l + 1 < n && entries[l + 1].precedes(entries[l]) { best = l + 1 }
+            guard entries[best].precedes(entries[i]) else { return }
+            entries.swapAt(i, best)
+            i = best
+        }
+    }
+}
+
+/// Replay parameters shared by all sources.
+struct ReplayPlan: Sendable {
+    var sources: Int
+    var maxCascades: Int
+    var randomStartRange: Double
+    var seed: Int
+    var limit: Int
+}
+
+/// One source (one generator thread of the course): replays its fold on its own clock.
+struct SourceScheduler {
+    struct Slot {
+        var cascade: Int  // index in the dataset
+        var row: Int  // next row to emit
+        var start: Double
+        var first: Bool
+        var info: String
+    }
+
+    let id: SourceID
+    private var fold: ArraySlice<Int>
+    private var rng: SplitMix64
+    private let range: Double
+    private(set) var now = 0.0
+    private var heap = MinHeap()
+    private var slots: [Slot] = []
+    private var sequence: UInt64 = 0
+    private(set) var cascadesStarted = 0
+
+    init(id: SourceID, fold: ArraySlice<Int>, plan: ReplayPlan, data: Dataset) {
+        self.id = id
+        self.fold = fold
+        self.range = plan.randomStartRange
+        // An independent stream per source, derived from the seed.
+        var mixer = SplitMix64(seed: UInt64(bitPattern: Int64(plan.seed)) ^ (UInt64(id) &+ 1) &* 0xD1B5_4A32_D192_ED03)
+        self.rng = SplitMix64(seed: mixer.next())
+        for _ in 0..<min(plan.maxCascades, fold.count) {
+            slots.append(Slot(cascade: 0, row: 0, start: 0, first: true, info: ""))
+            startNext(slot: slots.count - 1, data: data)
+        }
+    }
+
+    /// Source-clock time of the next event, nil once the fold is exhausted.
+    var nextTime: Double? { heap.min?.time }
+
+    /// Starts the fold's next cascade in `slot` at now + U[0, range] (whole seconds, never before
+    /// now); returns false when the fold is exhausted.
+    @discardableResult
+    private mutating func startNext(slot: Int, data: Dataset) -> Bool {
+        guard let cascade = fold.popFirst() else { return false }
+        let offset = range > 0 ? rng.nextUnit() * range : 0
+        let start = Swift.max(now, (now + offset).rounded(.down))
+        var row = data.starts[cascade]
+        while data.times[row].isNaN { row += 1 }  // a cascade always has a valid row
+        slots[slot] = Slot(cascade: cascade, row: row, start: start, first: true,
+                           info: "cascade=\(data.ids[cascade])")
+        sequence += 1
+        cascadesStarted += 1
+        heap.push(.init(time: start + data.times[row], tie: sequence, payload: Int32(slot)))
+        return true
+    }
+
+    /// Emits the earliest event of this source and schedules what follows it.
+    mutating func emit(_ data: Dataset) -> Tweet {
+        let top = heap.min!
+        let s = Int(top.payload)
+        now = top.time
+        let row = slots[s].row
+        let cascade = slots[s].cascade
+        let tweet = Tweet(kind: slots[s].first ? .tweet : .retweet, msg: data.message(row), time: top.time,
+                          magnitude: data.magnitudes[row], source: id, cascade: data.ids[cascade],
+                          info: slots[s].info)
+        slots[s].first = false
+        var next = row + 1
+        let end = data.ends[cascade]
+        while next < end && data.times[next].isNaN { next += 1 }
+        if next < end {
+            slots[s].row = next
+            heap.replaceMin(.init(time: slots[s].start + data.times[next], tie: top.tie, payload: top.payload))
+        } else {
+            heap.popMin()
+            startNext(slot: s, data: data)
+        }
+        return tweet
+    }
+}
+
+/// All sources merged into one stream ordered by (source time, source id).
+struct MergedReplay {
+    private var sources: [SourceScheduler]
+    private var heap = MinHeap()
+    let data: Dataset
+    /// Cascades selected for the replay (after `limit`).
+    let cascades: Int
+
+    init(data: Dataset, plan: ReplayPlan) {
+        self.data = data
+        // Seeded Fisher–Yates shuffle of the cascade order.
+        var order = Array(0..<data.cascadeCount)
+        var rng = SplitMix64(seed: UInt64(bitPattern: Int64(plan.seed)))
+        if order.count > 1 {
+            for i in stride(from: order.count - 1, to: 0, by: -1) {
+                let j = Int(rng.next(below: UInt64(i + 1)))
+                order.swapAt(i, j)
+            }
+        }
+        if plan.limit > 0 && plan.limit < order.count { order.removeLast(order.count - plan.limit) }
+        cascades = order.count
+        // Contiguous folds; the first (n mod k) folds get one cascade more.
+        var sources: [SourceScheduler] = []
+        let k = plan.sources, n = order.count
+        var lo = 0
+        for s in 0..<k {
+            let size = n / k + (s < n % k ? 1 : 0)
+            sources.append(SourceScheduler(id: SourceID(s), fold: order[lo..<(lo + size)], plan: plan, data: data))
+            lo += size
+        }
+        self.sources = sources
+        for (s, source) in sources.enumerated() {
+            if let t = source.nextTime { heap.push(.init(time: t, tie: UInt64(s), payload: Int32(s))) }
+        }
+    }
+
+    /// Source-clock time of the next event, nil at the end of the replay.
+    var nextTime: Double? { heap.min?.time }
+
+    /// The next event in (time, source) order; call only when `nextTime` is not nil.
+    mutating func next() -> Tweet {
+        let top = heap.min!
+        let s = Int(top.payload)
+        let tweet = sources[s].emit(data)
+        if let t = sources[s].nextTime {
+            heap.replaceMin(.init(time: t, tie: top.tie, payload: top.payload))
+        } else {
+            heap.popMin()
+        }
+        return tweet
+    }
+
+    var cascadesStarted: Int { sources.reduce(0) { $0 + $1.cascadesStarted } }
+}
