@@ -181,6 +181,8 @@ public enum ConfigLoader {
         let text = try read(path)
         var errors: [ConfigDiagnostic] = []
         var (settings, root) = parseSettings(text, file: path, errors: &errors)
+        // Without a document there is no plugin list to trust: report the syntax error alone.
+        guard let root else { throw ConfigErrors(errors) }
         if let pluginDirectory { settings.pluginDirectory = pluginDirectory }
         let registry = StageRegistry()
         do {
@@ -190,7 +192,7 @@ public enum ConfigLoader {
             errors += e.diagnostics
         }
         var stages: [StageConfig] = []
-        if let root, registry.isEmpty == false {
+        if registry.isEmpty == false {
             stages = validateStages(root: root, file: path, registry: registry, errors: &errors)
         }
         guard errors.isEmpty else { throw ConfigErrors(errors) }

@@ -104,11 +104,13 @@ struct Plugins: AsyncParsableCommand {
         }
         let dir = directory ?? PluginLoader.defaultDirectory()
         let registry = StageRegistry()
+        var failed = false
         do {
             try registry.loadPlugins(directory: dir, names: nil)
         } catch let errors as ConfigErrors {
+            // List what did load; the broken plugins are named on stderr and set the exit status.
             for d in errors.diagnostics { writeStandardError("\(d)\n") }
-            throw ExitCode(exitConfigError)
+            failed = true
         }
         print("plugin directory: \(dir)")
         for type in registry.types {
@@ -126,6 +128,7 @@ struct Plugins: AsyncParsableCommand {
                 print("  option \(o.key): \(o.type), \(value) — \(o.doc)")
             }
         }
+        if failed { throw ExitCode(exitConfigError) }
     }
 }
 

@@ -66,9 +66,14 @@ def test_run_shipped_config_writes_outputs_and_summary(daemon, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tweetoscoped summary:" in r.stdout
     series = [json.loads(l) for l in (tmp_path / "out" / "cascade_series.jsonl").read_text().splitlines()]
-    sizes = [json.loads(l) for l in (tmp_path / "out" / "cascade_properties.jsonl").read_text().splitlines()]
-    assert series and sizes
-    assert {s["type"] for s in series} == {"serie"} and {s["type"] for s in sizes} == {"size"}
+    properties = [json.loads(l) for l in (tmp_path / "out" / "cascade_properties.jsonl").read_text().splitlines()]
+    sizes = [p for p in properties if p["type"] == "size"]
+    parameters = [p for p in properties if p["type"] == "parameters"]
+    assert {s["type"] for s in series} == {"serie"} and len(sizes) + len(parameters) == len(properties)
+    # One parameters message per series, with a finite forecast and n_star below 1.
+    assert {(p["cid"], p["T_obs"]) for p in parameters} == {(s["cid"], s["T_obs"]) for s in series}
+    for p in parameters:
+        assert 0 < p["n_star"] < 1 and p["n_supp"] >= 0 and p["n_obs"] >= 10 and len(p["params"]) == 2
     want_series, want_sizes, _ = expected_output(read_cascades(ROOT / "data" / "sample.csv"), (600, 1200), 1800, 10)
     assert {(s["cid"], s["T_obs"]): s["n_tot"] for s in sizes} == want_sizes
     assert {(s["cid"], s["T_obs"]): s["tweets"] for s in series} == want_series
