@@ -1,5 +1,6 @@
 // The collector stage plugin (spec §3): turns the `tweets` stream into partial cascades (`series`,
 // one per observation window) and final sizes (`sizes`, one per window once a cascade has ended).
+import Synchronization
 import TweetoscopeCore
 
 @_cdecl("tweetoscope_plugin_register")
@@ -53,6 +54,9 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 final class CollectorStage: Stage {
     let settings: CollectorSettings
 
+    /// The open cascades kept between two runs when the configuration is reloaded.
+    private let kept = Mutex<CollectorEngine?>(nil)
+
     init(settings: CollectorSettings) { self.settings = settings }
 
     static let descriptor = StageDescriptor(
@@ -82,8 +86,8 @@ final class CollectorStage: Stage {
     func run(_ context: StageContext) async throws {
         let seriesOut = context.output("series")
         let sizesOut = context.output("sizes")
-        var engine = CollectorEngine(settings: settings,
-                                     buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
+        var engine = kept.withLock { $0.take() }
+            ?? CollectorEngine(settings: settings, buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
         for name in ["events", "cascades_opened", "cascades_ended"] { context.counters.add(name, 0) }
 
         let inputs = context.inputs("tweets")
@@ -99,6 +103,13 @@ final class CollectorStage: Stage {
                 engine.consume(tagged.messages, context: context)
                 await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
             }
+        }
+        if context.isReloading {
+            // The configuration is being reloaded: keep the open cascades for the next run.
+            await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            let open = engine
+            kept.withLock { $0 = open }
+            return
         }
         engine.flushAll()
         await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)

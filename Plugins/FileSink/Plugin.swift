@@ -2,6 +2,7 @@
 // format) to `<directory>/<stream>.jsonl`. Whole lines only; files are fsynced at the end.
 
 import Glibc
+import Synchronization
 import TweetoscopeCore
 
 @_cdecl("tweetoscope_plugin_register")
@@ -80,6 +81,8 @@ final class LineFile {
 final class FileSink: Stage {
     let directory: String
     let append: Bool
+    /// Set after the first run: a run after a configuration reload appends to the files it wrote.
+    private let ranBefore = Atomic<Bool>(false)
 
     static let descriptor = StageDescriptor(
         type: "file",
@@ -109,9 +112,11 @@ final class FileSink: Stage {
 
     func run(_ context: StageContext) async throws {
         try makeDirectories(directory)
+        defer { ranBefore.store(true, ordering: .relaxed) }
         var files: [String: LineFile] = [:]
         for input in context.inputs("streams") where files[input.stream] == nil {
-            files[input.stream] = try LineFile(path: directory + "/" + Self.fileName(input.stream), append: append)
+            files[input.stream] = try LineFile(path: directory + "/" + Self.fileName(input.stream),
+                                               append: append || ranBefore.load(ordering: .relaxed))
         }
         context.logger.info("writing streams", metadata: [
             "directory": .string(directory), "streams": .string(files.keys.sorted().joined(separator: ",")),

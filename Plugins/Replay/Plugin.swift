@@ -1,6 +1,7 @@
 // The `replay` and `jsonl` source stages: replay a cascade dataset the way the course's tweet
 // generator does (spec §2), or read tweets back from JSON lines.
 
+import Synchronization
 import TweetoscopeCore
 
 @_cdecl("tweetoscope_plugin_register")
@@ -24,6 +25,8 @@ final class ReplaySource: Stage {
     let plan: ReplayPlan
     let timeAcceleration: Double
     let secondsPerTimeUnit: Double
+    /// Where a configuration reload stopped the replay; the next run resumes there.
+    private let paused = Mutex<PausedReplay?>(nil)
 
     static let descriptor = StageDescriptor(
         type: "replay",
@@ -91,15 +94,22 @@ final class ReplaySource: Stage {
 
     func run(_ context: StageContext) async throws {
         let loadStart = ContinuousClock.now
-        let data: Dataset
-        switch format {
-        case .long:
-            data = try DatasetLoader.loadLong(path: path, context: context)
-        case .course:
-            data = try DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
-                                                context: context)
+        var replay: MergedReplay
+        var data: Dataset
+        var resumedAt: Double?
+        if let saved = paused.withLock({ $0.take() }) {
+            // Resumes after a configuration reload, on the same source clocks.
+            (replay, data, resumedAt) = (saved.replay, saved.data, saved.lastTime)
+        } else {
+            switch format {
+            case .long:
+                data = try DatasetLoader.loadLong(path: path, context: context)
+            case .course:
+                data = try DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
+                                                    context: context)
+            }
+            replay = MergedReplay(data: data, plan: plan)
         }
-        var replay = MergedReplay(data: data, plan: plan)
         let selectedEvents = replay.cascades == data.cascadeCount ? data.events : nil
         context.logger.info(
             "replay starting",
@@ -114,9 +124,11 @@ final class ReplaySource: Stage {
             context.logger.warning("output tweets is not bound; nothing to replay")
             return
         }
-        let wallStart = ContinuousClock.now
+        // Paced replays map source time t to wall time wallStart + t/acceleration.
+        let wallStart = ContinuousClock.now - .nanoseconds(Int64(min((resumedAt ?? 0) / max(timeAcceleration, 1e-9), 1e9) * 1e9))
+        var lastTime = resumedAt ?? 0
         var sent = 0
-        var countedCascades = 0
+        var countedCascades = replay.cascadesStarted
         var stopped = false
         var batch: [Message] = []
         batch.reserveCapacity(batchSize)
@@ -134,6 +146,7 @@ final class ReplaySource: Stage {
                     }
                 }
             }
+            lastTime = t
             batch.append(.tweet(replay.next()))
             if batch.count >= batchSize {
                 sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
@@ -141,6 +154,10 @@ final class ReplaySource: Stage {
             }
         }
         sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+        if stopped && context.isReloading {
+            let state = PausedReplay(replay: replay, data: data, lastTime: lastTime)
+            paused.withLock { $0 = state }
+        }
         let started = replay.cascadesStarted
         let elapsed = ContinuousClock.now - wallStart
         context.logger.info(
@@ -174,4 +191,12 @@ func seconds(_ d: Duration) -> String {
     let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
     let frac = ms % 1000
     return "\(ms / 1000).\(frac < 10 ? "00" : frac < 100 ? "0" : "")\(frac)"
+}
+
+/// A replay stopped by a configuration reload, to be resumed by the next run.
+struct PausedReplay: @unchecked Sendable {
+    // Moved between runs under the stage's mutex, never shared.
+    var replay: MergedReplay
+    var data: Dataset
+    var lastTime: Double
 }

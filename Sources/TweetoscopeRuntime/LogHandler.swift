@@ -27,6 +27,7 @@ public struct StderrLogHandler: LogHandler {
         var line = "\(Self.timestamp()) \(event.level.rawValue.uppercased()) [\(stage)] \(event.message)"
         for key in all.keys.sorted() { line += " \(key)=\(all[key]!)" }
         line += "\n"
+        if event.level >= .warning { LastProblem.shared.record("\(event.message)") }
         writeStandardError(line)
     }
 

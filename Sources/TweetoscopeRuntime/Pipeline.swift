@@ -18,6 +18,32 @@ public struct RunSummary: Sendable {
     public var streams: [String: StreamStats.Snapshot]
     public var seconds: Double
 
+    /// This summary followed by `next` (a later generation after a reload): counters and
+    /// message counts add up per stage and stream name.
+    public func merged(with next: RunSummary) -> RunSummary {
+        var stages = self.stages
+        for report in next.stages {
+            if let i = stages.firstIndex(where: { $0.name == report.name }) {
+                stages[i].counters.merge(report.counters, uniquingKeysWith: +)
+                stages[i].seconds += report.seconds
+                stages[i].type = report.type
+                stages[i].error = report.error ?? stages[i].error
+            } else {
+                stages.append(report)
+            }
+        }
+        var streams = self.streams
+        for (name, snap) in next.streams {
+            var merged = streams[name] ?? StreamStats.Snapshot()
+            merged.byKind.merge(snap.byKind, uniquingKeysWith: +)
+            for (kind, windows) in snap.byKindAndWindow {
+                merged.byKindAndWindow[kind, default: [:]].merge(windows, uniquingKeysWith: +)
+            }
+            streams[name] = merged
+        }
+        return RunSummary(stages: stages, streams: streams, seconds: seconds + next.seconds)
+    }
+
     /// True when no stage failed.
     public var succeeded: Bool { stages.allSatisfy { $0.error == nil } }
 
@@ -86,20 +112,45 @@ public struct RunSummary: Sendable {
     }
 }
 
+/// A live view of a running pipeline, for status lines.
+public struct PipelineStatus: Sendable {
+    public var stages: Int
+    /// Tweets sent on every stream so far.
+    public var events: Int
+    /// Cascades open in the collectors (opened - ended).
+    public var openCascades: Int
+    /// Stages that failed.
+    public var failedStages: [String]
+}
+
 /// A running pipeline built from a validated configuration.
 public final class Pipeline: Sendable {
     public let config: PipelineConfig
     private let logger: Logger
+    private let live = Mutex<(streams: [String: MessageStream], contexts: [StageContext], failed: [String])>(([:], [], []))
 
     public init(config: PipelineConfig, logger: Logger) {
         self.config = config
         self.logger = logger
     }
 
+    /// The pipeline's current figures (zero before `run` wires it).
+    public var status: PipelineStatus {
+        live.withLock { l in
+            var events = 0
+            for s in l.streams.values { events += s.stats.snapshot.byKind[.tweet] ?? 0 }
+            var open = 0
+            for c in l.contexts where c.type == "collector" {
+                open += c.counters["cascades_opened"] - c.counters["cascades_ended"]
+            }
+            return PipelineStatus(stages: l.contexts.count, events: events, openCascades: open, failedStages: l.failed)
+        }
+    }
+
     /// Runs every stage until all have returned (finite sources) or `stop` is requested and the
     /// pipeline has drained. Stage failures are logged and reported in the summary; the other
-    /// stages are asked to stop and drain.
-    public func run(stop: StopSignal) async -> RunSummary {
+    /// stages are asked to stop and drain. `onStarted` is called once every stage's task runs.
+    public func run(stop: StopSignal, onStarted: @Sendable () -> Void = {}) async -> RunSummary {
         let clock = ContinuousClock()
         let start = clock.now
 
@@ -124,6 +175,7 @@ public final class Pipeline: Sendable {
             contexts.append((stage, context))
         }
         let allStreams = streams
+        live.withLock { $0 = (allStreams, contexts.map(\.1), []) }
         logger.info("pipeline starting", metadata: [
             "stages": .string(config.stages.map { "\($0.name)(\($0.type))" }.joined(separator: ",")),
             "streams": .string(allStreams.keys.sorted().joined(separator: ",")),
@@ -142,6 +194,7 @@ public final class Pipeline: Sendable {
                     } catch {
                         failure = "\(error)"
                         context.logger.error("stage failed: \(error)")
+                        self.live.withLock { $0.failed.append(stage.name) }
                         stop.request()
                     }
                     for output in context.allOutputs { output.finish() }
@@ -155,6 +208,7 @@ public final class Pipeline: Sendable {
                     context.logger.debug("stage finished", metadata: ["seconds": .string("\(seconds)")])
                 }
             }
+            onStarted()
         }
         progress?.cancel()
         let byName = reports.withLock { $0 }

@@ -1,6 +1,5 @@
 // The `tweetoscoped` command line: run (default), validate, plugins, version.
 import ArgumentParser
-import Dispatch
 import Glibc
 import TweetoscopeCore
 import TweetoscopeRuntime
@@ -57,23 +56,15 @@ struct Run: AsyncParsableCommand {
             level = l
         }
         let chosen = level
-        LoggingSystem.bootstrap { StderrLogHandler(label: $0, level: chosen) }
-        let logger = Logger(label: "tweetoscoped")
-        let stop = StopSignal()
-        let signals = [SIGINT, SIGTERM].map { (number: Int32) -> any DispatchSourceSignal in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                if stop.isRequested { Glibc.exit(128 + number) }
-                logger.notice("signal \(number): stopping (sources stop, in-flight work drains); send again to exit at once")
-                stop.request()
-            }
-            source.resume()
-            return source
+        let journal = standardErrorIsJournal()
+        LoggingSystem.bootstrap { label in
+            journal ? JournaldLogHandler(label: label, level: chosen) as any LogHandler
+                : StderrLogHandler(label: label, level: chosen)
         }
+        let logger = Logger(label: "tweetoscoped")
         logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(options.config)])
-        let summary = await Pipeline(config: config, logger: logger).run(stop: stop)
-        _ = signals
+        let daemon = Daemon(configPath: options.config, pluginDirectory: options.pluginDir, logger: logger)
+        let summary = await daemon.run(config)
         print(summary.table())
         if !summary.succeeded { throw ExitCode.failure }
     }

@@ -238,6 +238,7 @@ public final class StreamStats: Sendable {
         public var byKind: [MessageKind: Int] = [:]
         public var byKindAndWindow: [MessageKind: [Int: Int]] = [:]
         public var total: Int { byKind.values.reduce(0, +) }
+        public init() {}
     }
 
     private let state = Mutex(Snapshot())
@@ -322,12 +323,34 @@ public struct TaggedBatch: Sendable {
     public var messages: [Message]
 }
 
-/// A shared flag set when the daemon is asked to stop (SIGTERM, SIGINT).
+/// A shared flag set when the running pipeline is asked to stop: for good (SIGTERM, SIGINT) or
+/// to be rebuilt from a reloaded configuration (SIGHUP).
 public final class StopSignal: Sendable {
-    private let flag = Atomic<Bool>(false)
+    /// Why the pipeline stops.
+    public enum Reason: UInt8, Sendable {
+        /// The daemon exits: stages drain and finish their work (the collector flushes).
+        case shutdown = 1
+        /// The configuration is reloaded: stages drain and return **keeping their state**, and
+        /// the daemon calls `run` again on the stages whose settings did not change.
+        case reload = 2
+    }
+
+    private let flag = Atomic<UInt8>(0)
     public init() {}
-    public func request() { flag.store(true, ordering: .relaxed) }
-    public var isRequested: Bool { flag.load(ordering: .relaxed) }
+
+    /// Requests a stop; the first reason given wins, except that a shutdown overrides a reload.
+    public func request(_ reason: Reason = .shutdown) {
+        if reason == .shutdown {
+            flag.store(Reason.shutdown.rawValue, ordering: .relaxed)
+        } else {
+            _ = flag.compareExchange(expected: 0, desired: reason.rawValue, ordering: .relaxed)
+        }
+    }
+
+    public var isRequested: Bool { flag.load(ordering: .relaxed) != 0 }
+
+    /// The reason of the stop, nil while none was requested.
+    public var reason: Reason? { Reason(rawValue: flag.load(ordering: .relaxed)) }
 }
 
 /// What a running stage gets from the daemon.
@@ -373,6 +396,12 @@ public final class StageContext: Sendable {
 
     /// True once the daemon has been asked to stop: sources stop reading, other stages drain.
     public var stopRequested: Bool { stop.isRequested }
+
+    /// True when the stop is a configuration reload: a stage whose input ends should return
+    /// without flushing, keeping its state (open cascades, models) for its next `run`, which the
+    /// daemon makes when the stage's settings did not change. A source should remember where it
+    /// stopped and resume there.
+    public var isReloading: Bool { stop.reason == .reload }
 
     /// Logs a warning about a skipped record, at most 5 times per reason and then once every 10 s
     /// with the number of lines suppressed in between; counting is the caller's job.
