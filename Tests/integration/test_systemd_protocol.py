@@ -1,0 +1,82 @@
+"""The daemon's side of the systemd protocols, without systemd: sd_notify messages on a
+NOTIFY_SOCKET the test binds, and journal entries on a journal socket the test binds (root only,
+when no journald runs). The real systemd is exercised by scripts/system-test."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from test_signals import config
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def receive_all(sock, seconds):
+    """Datagrams received within `seconds`."""
+    out, deadline = [], time.time() + seconds
+    while time.time() < deadline:
+        sock.settimeout(max(0.01, deadline - time.time()))
+        try:
+            out.append(sock.recv(1 << 20).decode())
+        except socket.timeout:
+            break
+    return out
+
+
+def test_notify_ready_status_watchdog_reload_stopping(daemon, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+    cfg = config(tmp_path, acceleration=20000)
+    proc = subprocess.Popen([str(daemon), "run", "--config", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = receive_all(sock, 6)
+        proc.send_signal(signal.SIGHUP)
+        after_reload = receive_all(sock, 2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        last = receive_all(sock, 0.5)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert first[0].startswith("READY=1\nSTATUS=running 4 stages"), first
+    assert any(m == "WATCHDOG=1" for m in first), first
+    status = [m for m in first if m.startswith("STATUS=") and "tweets/s" in m]
+    assert status and "open cascades" in status[0], first
+    reload = [m for m in after_reload if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+    assert reload, after_reload
+    assert any(m.startswith("READY=1") for m in after_reload[after_reload.index(reload[0]):]), after_reload
+    assert any(m.startswith("STOPPING=1") for m in last), last
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or os.path.exists(JOURNAL_SOCKET),
+                    reason="needs root and no running journald (binds the journal socket)")
+def test_journal_fields_when_stderr_is_the_journal(daemon, tmp_path):
+    os.makedirs(os.path.dirname(JOURNAL_SOCKET), exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(JOURNAL_SOCKET)
+    try:
+        stderr_path = tmp_path / "stderr"
+        with open(stderr_path, "w") as stderr:
+            st = os.fstat(stderr.fileno())
+            env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+            r = subprocess.run([str(daemon), "run", "--config", str(config(tmp_path, acceleration=0))],
+                               env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=60)
+        entries = receive_all(sock, 0.5)
+    finally:
+        sock.close()
+        os.unlink(JOURNAL_SOCKET)
+    assert r.returncode == 0
+    assert stderr_path.read_text() == ""       # everything went to the journal
+    parsed = [dict(line.split("=", 1) for line in e.splitlines() if "=" in line) for e in entries]
+    assert all(p.get("SYSLOG_IDENTIFIER") == "tweetoscoped" for p in parsed)
+    collector = [p for p in parsed if p.get("STAGE") == "collector"]
+    assert collector, parsed[:3]
+    late = [p for p in collector if p.get("REASON") == "late_event"]
+    assert late and late[0]["PRIORITY"] == "4" and "CASCADE" in late[0]
+    assert any(p.get("STAGE") == "daemon" and p.get("PRIORITY") == "6" for p in parsed)
