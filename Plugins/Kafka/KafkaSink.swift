@@ -1,0 +1,85 @@
+// `kafka_sink`: writes every message of its input streams to one topic, with the course's keys.
+import TweetoscopeCore
+import TweetoscopeKafka
+
+/// Produces each message as `WireFormat.encode(m)` keyed by `WireFormat.key(m)` (a tweet's
+/// source, a window-keyed message's T_obs, no key otherwise) with an idempotent, acks=all
+/// producer. Deliveries are counted (`delivered`); a record librdkafka finally fails (after its
+/// own retries, within `message.timeout.ms`) is counted (`rejected.delivery_failed`) and logged.
+/// At the end of its inputs it waits for every delivery report.
+final class KafkaSink: Stage {
+    static let descriptor = StageDescriptor(
+        type: "kafka_sink",
+        summary: "Writes its input streams to a Kafka topic in the course's wire format (idempotent, acks=all).",
+        inputs: [PortSpec("messages", kinds: Set(MessageKind.allCases), multiple: true,
+                          doc: "streams to produce, all to the same topic")],
+        outputs: [],
+        options: CommonOptions.specs,
+        make: { _, options in try KafkaSink(options) })
+
+    let common: CommonOptions.Values
+
+    init(_ options: StageOptions) throws {
+        common = try CommonOptions.parse(options)
+        try CommonOptions.validate(KafkaConfig.merged(KafkaProducer.defaults, common.baseConfig))
+    }
+
+    func run(_ context: StageContext) async throws {
+        let (merged, consumer) = context.mergedInputs()
+        if common.createTopic, !(try await ensureTopic(context, common)) {
+            // Asked to stop before the topic could be created: nothing can be written.
+            merged.detach(consumer)
+            return
+        }
+        let producer: KafkaProducer
+        do {
+            producer = try KafkaProducer(config: common.baseConfig, logger: context.logger,
+                                         onEvent: eventHandler(context, common))
+        } catch {
+            merged.detach(consumer)
+            throw error
+        }
+        context.logger.info("kafka sink writing", metadata: [
+            "topic": .string(common.topic), "brokers": .string(common.brokers),
+            "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),
+        ])
+        let topic = common.topic
+        let counters = context.counters
+        let onDelivery: @Sendable (Result<Delivery, KafkaError>) -> Void = { result in
+            switch result {
+            case .success:
+                counters.add("delivered")
+            case .failure(let error):
+                counters.reject("delivery_failed")
+                context.warnRateLimited("delivery_failed", "kafka delivery failed, record lost: \(error)", metadata: [
+                    "topic": .string(topic), "error": .string(error.name),
+                ])
+            }
+        }
+        while let tagged = await merged.next(consumer) {
+            for message in tagged.messages {
+                let record = ProducerRecord(topic: topic, key: WireFormat.key(message).map { Array($0.utf8) },
+                                            value: WireFormat.encode(message))
+                do {
+                    try await producer.enqueue(record, completion: onDelivery)
+                } catch {
+                    counters.reject("delivery_failed")
+                    context.warnRateLimited("delivery_failed", "kafka refused a record, record lost: \(error)", metadata: [
+                        "topic": .string(topic), "error": .string(error.name), "bytes": .stringConvertible(record.value.count),
+                    ])
+                }
+            }
+            counters.add("produced", tagged.messages.count)
+        }
+        // End of input: wait for every delivery report (librdkafka retries within message.timeout.ms).
+        while !(await producer.flush(timeout: .seconds(10))) {
+            context.logger.info("kafka sink waiting for deliveries", metadata: ["pending": .stringConvertible(producer.pending)])
+        }
+        await producer.close(timeout: .seconds(1))
+        if producer.recoveries > 0 { counters.add("producer_recreated", producer.recoveries) }
+        context.logger.info("kafka sink flushed", metadata: [
+            "delivered": .stringConvertible(counters["delivered"]),
+            "failed": .stringConvertible(counters["rejected.delivery_failed"]),
+        ])
+    }
+}

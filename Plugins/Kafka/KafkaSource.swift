@@ -1,0 +1,195 @@
+// `kafka_source`: a consumer-group member reading one topic into a stream, at least once.
+import Glibc
+import TweetoscopeCore
+import TweetoscopeKafka
+
+/// What decoding one record gave.
+enum DecodeOutcome: Sendable {
+    case message(Message)
+    case failure(reason: String, text: String)
+}
+
+/// Reads the records of `topic` as a member of consumer group `group`, decodes each value with
+/// the wire format (the key gives a tweet's source and a window-keyed value's T_obs) and sends
+/// them downstream in batches.
+///
+/// - At least once: a batch's offsets are committed only after the batch was handed to the
+///   output stream. After a crash, the uncommitted tail is read again (duplicates, never gaps).
+/// - A record that does not decode is counted (`rejected.<reason>`), logged (rate-limited) with
+///   its topic, partition and offset, and skipped (its offset is committed).
+/// - A broker that is down is reported (warnings, `kafka_error.*` counters); librdkafka
+///   reconnects and the stage resumes.
+/// - It ends when the daemon is asked to stop (the last batch is handed over and committed, the
+///   consumer leaves the group), or with `stop_at_end` once every assigned partition reached its
+///   end and nothing came for a second.
+final class KafkaSource: Stage {
+    static let batchSize = 4096
+    static let idleToEnd: Duration = .seconds(1)
+
+    static let descriptor = StageDescriptor(
+        type: "kafka_source",
+        summary: "Reads a Kafka topic in the course's wire format, as a consumer-group member, at least once.",
+        inputs: [],
+        outputs: [PortSpec("messages", kinds: Set(MessageKind.allCases), doc: "the decoded records, in batches")],
+        options: CommonOptions.specs + [
+            OptionSpec("group", .string, default: .string("tweetoscoped"),
+                       doc: "consumer group: daemons of one group share the topic's partitions"),
+            OptionSpec("start", .choice(["earliest", "latest"]), default: .string("earliest"),
+                       doc: "where a group without committed offsets starts (auto.offset.reset)"),
+            OptionSpec("stop_at_end", .bool, default: .bool(false),
+                       doc: "end once every assigned partition is at its end and idle for 1 s (finite runs: tests, benchmarks)"),
+        ],
+        make: { _, options in try KafkaSource(options) })
+
+    let common: CommonOptions.Values
+    let group: String
+    let start: String
+    let stopAtEnd: Bool
+    let parallelism = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+
+    init(_ options: StageOptions) throws {
+        common = try CommonOptions.parse(options)
+        group = try options.string("group")
+        guard !group.isEmpty else { throw StageConfigError(option: "group", "must not be empty") }
+        start = try options.string("start")
+        stopAtEnd = try options.bool("stop_at_end")
+        try CommonOptions.validate(consumerConfig)
+    }
+
+    var consumerConfig: [String: String] {
+        var c = KafkaConfig.merged(["group.id": group, "auto.offset.reset": start], common.baseConfig)
+        if stopAtEnd { c["enable.partition.eof"] = "true" }
+        return c
+    }
+
+    /// Decodes every record (the key gives a tweet's source and a window-keyed value's T_obs),
+    /// in parallel chunks for large batches (JSON decoding is the source's main cost), keeping
+    /// the order.
+    static func decodeAll(_ records: [ConsumedRecord], parallelism: Int) async -> [DecodeOutcome] {
+        let chunks = records.count >= 1024 ? min(parallelism, records.count / 512) : 1
+        if chunks <= 1 { return records.map(decode) }
+        let size = (records.count + chunks - 1) / chunks
+        return await withTaskGroup(of: (Int, [DecodeOutcome]).self) { group in
+            for start in stride(from: 0, to: records.count, by: size) {
+                let slice = records[start..<min(start + size, records.count)]
+                group.addTask { (start, slice.map(decode)) }
+            }
+            var parts: [(Int, [DecodeOutcome])] = []
+            for await part in group { parts.append(part) }
+            return parts.sorted { $0.0 < $1.0 }.flatMap(\.1)
+        }
+    }
+
+    @Sendable static func decode(_ record: ConsumedRecord) -> DecodeOutcome {
+        guard let value = record.value else { return .failure(reason: "empty_value", text: "record without a value") }
+        do {
+            return .message(try WireFormat.decode(value, key: record.key.map { String(decoding: $0, as: UTF8.self) }))
+        } catch let error as WireFormatError {
+            return .failure(reason: reason(error), text: "\(error)")
+        } catch {
+            return .failure(reason: "invalid_field", text: "\(error)")
+        }
+    }
+
+    /// A short counter name for a record that does not decode.
+    static func reason(_ error: WireFormatError) -> String {
+        let d = error.description
+        if d.hasPrefix("invalid JSON") { return "invalid_json" }
+        if d.hasPrefix("unknown message type") { return "unknown_type" }
+        if d.hasSuffix(": missing") { return "missing_field" }
+        return "invalid_field"
+    }
+
+    func run(_ context: StageContext) async throws {
+        guard let output = context.output("messages") else { return }
+        if common.createTopic, !(try await ensureTopic(context, common)) { return }
+        let consumer = try KafkaConsumer(config: consumerConfig, logger: context.logger,
+                                         onEvent: eventHandler(context, common))
+        try consumer.subscribe([common.topic])
+        context.logger.info("kafka source reading", metadata: [
+            "topic": .string(common.topic), "group": .string(group), "brokers": .string(common.brokers),
+            "start": .string(start), "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),
+        ])
+
+        var handed: [TopicPartition: Int64] = [:]  // next offset to read, per partition handed over
+        var ends: [TopicPartition: Int64] = [:]    // partitions at their end, with the end offset
+        var idleSince: ContinuousClock.Instant?
+        var generation = 0
+        while !context.stopRequested {
+            let polled = await consumer.poll(max: Self.batchSize, timeout: .milliseconds(100))
+            for error in polled.errors {
+                context.counters.add("kafka_error.\(error.reason)")
+                context.warnRateLimited("kafka_\(error.reason)", "kafka consumer: \(error.message)",
+                                        metadata: ["error": .string(error.name), "topic": .string(common.topic)])
+            }
+            var batch: [Message] = []
+            batch.reserveCapacity(polled.records.count)
+            var offsets: [TopicPartition: Int64] = [:]
+            for record in polled.records {
+                offsets[record.topicPartition] = max(offsets[record.topicPartition] ?? 0, record.offset + 1)
+            }
+            let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism)
+            for (record, outcome) in zip(polled.records, outcomes) {
+                switch outcome {
+                case .message(let m): batch.append(m)
+                case .failure(let reason, let text): skip(context, record, reason, text)
+                }
+            }
+            context.counters.add("records", polled.records.count)
+            if !batch.isEmpty { await output.send(batch) }
+            if !offsets.isEmpty {
+                // Handed over: now the offsets may be committed (asynchronously; a failure is
+                // reported and the next commit covers it).
+                handed.merge(offsets) { max($0, $1) }
+                await consumer.commit(offsets, wait: false)
+            }
+
+            guard stopAtEnd else { continue }
+            if consumer.assignmentGeneration != generation {
+                // A rebalance: ends seen before this poll may be stale; librdkafka reports the
+                // end of every newly assigned partition again once its fetcher gets there
+                // (possibly already in this poll, after the assignment).
+                generation = consumer.assignmentGeneration
+                ends = [:]
+                idleSince = nil
+            }
+            for (tp, next) in offsets where (ends[tp] ?? .max) <= next - 1 { ends[tp] = nil }
+            for end in polled.endOfPartition where (offsets[end.partition] ?? 0) <= end.offset {
+                ends[end.partition] = end.offset
+            }
+            let assigned = consumer.assignment
+            if !assigned.isEmpty, polled.records.isEmpty, assigned.allSatisfy({ ends[$0] != nil }) {
+                let now = ContinuousClock.now
+                if idleSince == nil { idleSince = now }
+                if now - idleSince! >= Self.idleToEnd {
+                    context.logger.info("kafka source at the end of every assigned partition",
+                                        metadata: ["partitions": .string(TopicPartition.describe(assigned))])
+                    break
+                }
+            } else {
+                idleSince = nil
+            }
+        }
+
+        // Everything read was handed over: make the commits durable, then leave the group.
+        let assigned = consumer.assignment
+        let final = handed.filter { assigned.contains($0.key) }
+        if let error = await consumer.commit(final, wait: true) {
+            context.counters.add("commit_failed")
+            context.logger.warning("kafka final offset commit failed (the tail may be redelivered): \(error)")
+        }
+        await consumer.close()
+        context.logger.info("kafka source stopped", metadata: [
+            "records": .stringConvertible(context.counters["records"]),
+            "committed": .string(final.keys.sorted().map { "\($0)@\(final[$0]!)" }.joined(separator: " ")),
+        ])
+    }
+
+    private func skip(_ context: StageContext, _ record: ConsumedRecord, _ reason: String, _ message: String) {
+        context.counters.reject(reason)
+        context.warnRateLimited(reason, "skipping a kafka record: \(message)", metadata: [
+            "topic": .string(record.topic), "partition": .stringConvertible(record.partition),
+            "offset": .stringConvertible(record.offset),
+        ])
+    }
+}
