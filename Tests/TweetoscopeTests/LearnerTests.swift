@@ -1,0 +1,119 @@
+// Tests of the learner plugin (libtweetoscope-learner.so, loaded as the daemon does). The
+// training sets are step functions, whose forest is known exactly: every tree's root separates
+// the two levels and both sides are constant leaves.
+import Testing
+import TweetoscopeCore
+
+@Suite struct LearnerTests {
+    /// Course samples for window `tObs`: X = [beta, n*, G1] with W = 1 when n* < 0.5 and 5
+    /// otherwise; beta and G1 are noise.
+    static func courseSamples(_ count: Int, tObs: Int = 600, from first: Int = 0) -> [Message] {
+        (first..<(first + count)).map { i in
+            let nStar = Double((i * 37) % 100) / 100
+            return .sample(Sample(cascade: CascadeID(i), tObs: tObs,
+                                  x: [Double((i * 13) % 7) * 1e-4, nStar, Double((i * 11) % 17)],
+                                  w: nStar < 0.5 ? 1 : 5))
+        }
+    }
+
+    static func learn(_ batches: [[Message]], extra: [String: OptionValue] = [:]) async throws
+        -> (models: [Model], counters: [String: Int])
+    {
+        var options: [String: OptionValue] = ["mode": .string("course"), "refit_every": .int(20), "trees": .int(25)]
+        for (k, v) in extra { options[k] = v }
+        let r = try await runStage("learner", plugin: "learner", options: options,
+                                   inputs: ["samples": batches], outputs: ["models"])
+        let models = (r.outputs["models"] ?? []).compactMap { m -> Model? in
+            if case .model(let model) = m { return model }
+            return nil
+        }
+        return (models, r.counters)
+    }
+
+    @Test func descriptorDeclaresPortsAndDefaults() throws {
+        let d = try stageDescriptor("learner", plugin: "learner")
+        #expect(d.inputs.map(\.name) == ["samples"] && d.inputs[0].kinds == [.sample])
+        #expect(d.outputs.map(\.name) == ["models"] && d.outputs[0].kinds == [.model])
+        let defaults = Dictionary(uniqueKeysWithValues: d.options.map { ($0.key, $0.defaultValue) })
+        #expect(defaults["mode"] == .string("growth"))
+        #expect(defaults["refit_every"] == .int(20))
+        #expect(defaults["max_samples"] == .int(2000))
+        #expect(defaults["trees"] == .int(100))
+        #expect(defaults["seed"] == .int(0))
+    }
+
+    @Test(arguments: [
+        ("refit_every", OptionValue.int(0)),
+        ("max_samples", .int(0)),
+        ("trees", .int(0)),
+        ("max_depth", .int(0)),
+        ("min_samples_leaf", .int(0)),
+        ("max_features", .double(0)),
+        ("max_features", .double(1.5)),
+    ])
+    func factoryRejectsInvalidOptions(key: String, value: OptionValue) throws {
+        let d = try stageDescriptor("learner", plugin: "learner")
+        let error = #expect(throws: StageConfigError.self) { _ = try d.make("l", options(d, [key: value])) }
+        #expect(error?.option == key)
+    }
+
+    /// 40 samples, refit every 20: two refits (or one, when the second replaced the first while
+    /// it waited); the last model is fitted on all 40 and has learned the step on n*.
+    @Test func refitsEveryKSamplesAndLearnsTheStep() async throws {
+        let r = try await Self.learn([Array(Self.courseSamples(40).prefix(25)), Array(Self.courseSamples(40).suffix(15))])
+        #expect(r.models.count + r.counters["refits_coalesced", default: 0] == 2)
+        #expect(r.models.map(\.version) == Array(1...r.models.count))
+        let last = try #require(r.models.last)
+        #expect(last.tObs == 600 && last.mode == "course" && last.samples == 40 && last.trees.count == 25)
+        #expect(last.predict([0.0003, 0.2, 5]) == 1)
+        #expect(last.predict([0.0003, 0.8, 5]) == 5)
+        #expect(r.counters["samples"] == 40)
+    }
+
+    /// Each window has its own forest and version sequence; 19 samples of 1200 give no model.
+    @Test func oneForestPerWindow() async throws {
+        let r = try await Self.learn([Self.courseSamples(20, tObs: 600) + Self.courseSamples(19, tObs: 1200)
+                                      + Self.courseSamples(20, tObs: 3600)])
+        #expect(Set(r.models.map(\.tObs)) == [600, 3600])
+        #expect(r.models.allSatisfy { $0.version == 1 && $0.samples == 20 })
+    }
+
+    /// max_samples 15: the forest sees only the 15 most recent samples.
+    @Test func windowOfRecentSamplesIsBounded() async throws {
+        let r = try await Self.learn([Self.courseSamples(40)], extra: ["max_samples": .int(15)])
+        #expect(r.models.last?.samples == 15)
+    }
+
+    /// The same samples and seed give the same forest; another seed another one.
+    @Test func deterministicForASeed() async throws {
+        let a = try await Self.learn([Self.courseSamples(60)], extra: ["seed": .int(11)])
+        let b = try await Self.learn([Self.courseSamples(60)], extra: ["seed": .int(11)])
+        let c = try await Self.learn([Self.courseSamples(60)], extra: ["seed": .int(12)])
+        #expect(a.models.last?.trees == b.models.last?.trees)
+        #expect(a.models.last?.trees != c.models.last?.trees)
+    }
+
+    /// A growth learner given course samples (3 features instead of 5) rejects them all.
+    @Test func samplesOfAnotherModeAreRejected() async throws {
+        let r = try await Self.learn([Self.courseSamples(40)], extra: ["mode": .string("growth")])
+        #expect(r.models.isEmpty)
+        #expect(r.counters["rejected.feature_count"] == 40)
+    }
+
+    @Test func nonFiniteSamplesAreRejected() async throws {
+        let bad: [Message] = [
+            .sample(Sample(cascade: 1, tObs: 600, x: [1, .nan, 2], w: 1)),
+            .sample(Sample(cascade: 2, tObs: 600, x: [1, 0.5, 2], w: .infinity)),
+        ]
+        let r = try await Self.learn([bad + Self.courseSamples(20)])
+        #expect(r.counters["rejected.non_finite_sample"] == 2)
+        #expect(r.models.map(\.samples) == [20])
+    }
+
+    /// The model JSON the learner sends survives the wire format.
+    @Test func modelsRoundTripThroughJSON() async throws {
+        let r = try await Self.learn([Self.courseSamples(20)])
+        let model = try #require(r.models.first)
+        #expect(try WireFormat.decode(WireFormat.encode(.model(model))) == .model(model))
+    }
+}

@@ -1,0 +1,328 @@
+// Tests of the predictor plugin (libtweetoscope-predictor.so, loaded as the daemon does). Every
+// expected forecast, ARE and sample below was computed by hand from the formulas of spec §5 and
+// the mode table in the plugin's documentation.
+import Testing
+import TweetoscopeCore
+
+@Suite struct PredictorTests {
+    // MARK: helpers
+
+    /// Hawkes parameters with n_supp = G1/(1 − n*) as the estimator sends it.
+    static func parameters(_ cid: CascadeID, tObs: Int = 600, nObs: Int = 10, beta: Double = 0.001,
+                           nStar: Double = 0.5, g1: Double = 4, msg: String = "m") -> Message {
+        .parameters(CascadeParameters(cascade: cid, msg: msg, tObs: tObs, nObs: nObs, nSupp: g1 / (1 - nStar),
+                                      p: nStar / 35, beta: beta, nStar: nStar, g1: g1))
+    }
+
+    static func size(_ cid: CascadeID, tObs: Int = 600, nTot: Int) -> Message {
+        .size(CascadeSize(cascade: cid, tObs: tObs, nTot: nTot, tEnd: 5000))
+    }
+
+    static func leaf(_ value: Double) -> RegressionTree {
+        RegressionTree(feature: [-1], threshold: [0], left: [-1], right: [-1], value: [value])
+    }
+
+    struct Output {
+        var alerts: [Alert] = []
+        var stats: [Stat] = []
+        var samples: [Sample] = []
+        var counters: [String: Int] = [:]
+    }
+
+    static func split(_ r: (outputs: [String: [Message]], counters: [String: Int])) -> Output {
+        var o = Output(counters: r.counters)
+        for m in r.outputs["alerts"] ?? [] { if case .alert(let a) = m { o.alerts.append(a) } }
+        for m in r.outputs["stats"] ?? [] { if case .stat(let s) = m { o.stats.append(s) } }
+        for m in r.outputs["samples"] ?? [] { if case .sample(let s) = m { o.samples.append(s) } }
+        return o
+    }
+
+    /// Runs the predictor on `properties` batches (no models).
+    static func predict(_ batches: [[Message]], mode: String, extra: [String: OptionValue] = [:]) async throws -> Output {
+        var options: [String: OptionValue] = ["mode": .string(mode)]
+        for (k, v) in extra { options[k] = v }
+        return split(try await runStage("predictor", plugin: "predictor", options: options,
+                                        inputs: ["properties": batches], outputs: ["alerts", "stats", "samples"]))
+    }
+
+    /// Runs the predictor with `models` delivered (and loaded: the test waits for the
+    /// `models_loaded` counter) before any properties are sent.
+    static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String) async throws -> Output {
+        let d = try stageDescriptor("predictor", plugin: "predictor")
+        let stage = try d.make("predictor", options(d, ["mode": .string(mode)]))
+        let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
+        let propsIn = StageInput(stream: props), modelsIn = StageInput(stream: modelStream)
+        let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
+        var outs: [String: StageOutput] = [:], collect: [String: StageInput] = [:]
+        for port in ["alerts", "stats", "samples"] {
+            let s = MessageStream(name: port, capacity: 1 << 20)
+            collect[port] = StageInput(stream: s)
+            outs[port] = StageOutput(stream: s)
+        }
+        let counters = StageCounters()
+        let context = StageContext(name: "predictor", type: "predictor", logger: Logger(label: "test"), counters: counters,
+                                   inputs: ["properties": [propsIn], "models": [modelsIn]], outputs: outs, stop: StopSignal())
+        let running = Task { try await stage.run(context) }
+        await modelsFeed.send(models.map { .model($0) })
+        let expected = mode == "none" ? 0 : models.filter { $0.mode == mode }.count
+        var waited = 0
+        while counters["models_loaded"] + counters["models_other_mode"] + counters["models_unused"] < models.count,
+              waited < 10_000 {
+            try await Task.sleep(for: .milliseconds(1))
+            waited += 1
+        }
+        #expect(counters["models_loaded"] == expected)
+        for b in batches { await propsFeed.send(b) }
+        propsFeed.finish()
+        try await running.value
+        for o in outs.values { o.finish() }
+        modelsFeed.finish()
+        var result: [String: [Message]] = [:]
+        for (port, input) in collect {
+            var all: [Message] = []
+            while let batch = await input.next() { all += batch }
+            result[port] = all
+        }
+        return split((result, counters.snapshot))
+    }
+
+    // MARK: descriptor and options
+
+    @Test func descriptorDeclaresPortsAndDefaults() throws {
+        let d = try stageDescriptor("predictor", plugin: "predictor")
+        #expect(d.inputs.map(\.name) == ["properties", "models"])
+        #expect(d.inputs[0].kinds == [.parameters, .size] && d.inputs[0].required)
+        #expect(d.inputs[1].kinds == [.model] && !d.inputs[1].required)
+        #expect(d.outputs.map(\.name) == ["alerts", "stats", "samples"])
+        #expect(d.outputs.allSatisfy { !$0.required })
+        let defaults = Dictionary(uniqueKeysWithValues: d.options.map { ($0.key, $0.defaultValue) })
+        #expect(defaults["mode"] == .string("growth"))
+        #expect(defaults["alert_min_size"] == .double(0))
+        #expect(defaults["max_pending"] == .int(100_000))
+        #expect(defaults["pending_ttl"] == .double(86_400))
+        #expect(d.options.first { $0.key == "mode" }?.type == .choice(["none", "course", "growth"]))
+    }
+
+    @Test(arguments: [
+        ("fallback_max_growth", OptionValue.double(0.5)),
+        ("alert_min_size", .double(-1)),
+        ("max_pending", .int(0)),
+        ("pending_ttl", .double(-1)),
+    ])
+    func factoryRejectsInvalidOptions(key: String, value: OptionValue) throws {
+        let d = try stageDescriptor("predictor", plugin: "predictor")
+        let error = #expect(throws: StageConfigError.self) { _ = try d.make("p", options(d, [key: value])) }
+        #expect(error?.option == key)
+    }
+
+    // MARK: course mode
+
+    /// n_obs 10, n* 0.5, G1 4: n_supp = 4/(1 − 0.5) = 8; no model, so W = 1 and N̂ = 10 + 8 = 18.
+    /// n_tot 30: ARE = |18 − 30|/30 = 0.4; W = (30 − 10)(1 − 0.5)/4 = 2.5; X = [beta, n*, G1].
+    /// Same result whichever half arrives first.
+    @Test(arguments: [false, true])
+    func courseWithoutModelBothOrders(sizeFirst: Bool) async throws {
+        let p = Self.parameters(1, msg: "hello"), s = Self.size(1, nTot: 30)
+        let o = try await Self.predict(sizeFirst ? [[s], [p]] : [[p], [s]], mode: "course")
+        #expect(o.alerts == [Alert(cascade: 1, msg: "hello", tObs: 600, nTot: 18)])
+        #expect(o.stats == [Stat(cascade: 1, tObs: 600, are: 0.4)])
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+        #expect(o.counters["forecasts"] == 1 && o.counters["stats"] == 1 && o.counters["samples"] == 1)
+        #expect(o.counters["are600_median_milli"] == 400)
+        #expect(o.counters["are600_mean_milli"] == 400)
+        #expect(o.counters["are600_within20_milli"] == 0)
+    }
+
+    /// A course model whose one tree splits on n* (feature 1) at 0.6: W = 0.5 below, 3 above.
+    /// Cascade 1 (n* 0.5): N̂ = 10 + 0.5·8 = 14, ARE = |14 − 30|/30 = 16/30.
+    /// Cascade 2 (n* 0.75, G1 1, n_supp 4): N̂ = 10 + 3·4 = 22, n_tot 22: ARE 0.
+    @Test func courseWithModel() async throws {
+        let tree = RegressionTree(feature: [1, -1, -1], threshold: [0.6, 0, 0], left: [1, -1, -1],
+                                  right: [2, -1, -1], value: [0, 0.5, 3])
+        let model = Model(tObs: 600, version: 1, mode: "course", samples: 20, trees: [tree])
+        let o = try await Self.predictWithModels([model], [
+            [Self.parameters(1), Self.parameters(2, nStar: 0.75, g1: 1)],
+            [Self.size(2, nTot: 22), Self.size(1, nTot: 30)],
+        ], mode: "course")
+        #expect(o.alerts.map(\.nTot) == [14, 22])
+        #expect(o.stats == [Stat(cascade: 2, tObs: 600, are: 0), Stat(cascade: 1, tObs: 600, are: 16.0 / 30)])
+        // Samples carry the true W: (22 − 10)(1 − 0.75)/1 = 3 and 2.5.
+        #expect(o.samples.map(\.w) == [3, 2.5])
+        #expect(o.counters["models_loaded"] == 1)
+    }
+
+    /// A model of another window is not used for this one.
+    @Test func modelOfAnotherWindowIsNotUsed() async throws {
+        let model = Model(tObs: 1200, version: 1, mode: "course", samples: 20, trees: [Self.leaf(5)])
+        let o = try await Self.predictWithModels([model], [[Self.parameters(1)]], mode: "course")
+        #expect(o.alerts.map(\.nTot) == [18])
+    }
+
+    // MARK: growth mode
+
+    /// No model: N̂ = min(10 + 8, 10·10) = 18; n_tot 30: ARE 0.4.
+    /// X = [n_obs, n_supp/n_obs, n*, beta, G1/n_obs] = [10, 0.8, 0.5, 0.001, 0.4]; W = ln(30/10).
+    @Test(arguments: [false, true])
+    func growthWithoutModelBothOrders(sizeFirst: Bool) async throws {
+        let p = Self.parameters(7), s = Self.size(7, nTot: 30)
+        let o = try await Self.predict(sizeFirst ? [[s, p]] : [[p, s]], mode: "growth")
+        #expect(o.alerts.map(\.nTot) == [18])
+        #expect(o.stats == [Stat(cascade: 7, tObs: 600, are: 0.4)])
+        #expect(o.samples.count == 1)
+        #expect(o.samples.first?.x == [10, 0.8, 0.5, 0.001, 0.4])
+        #expect(abs((o.samples.first?.w ?? 0) - 1.0986122886681098) < 1e-15)  // ln 3
+    }
+
+    /// No model, G1 100 and n* 0.5: the raw forecast 10 + 200 = 210 is capped at 10·n_obs = 100;
+    /// with fallback_max_growth 50 it is not.
+    @Test func growthFallbackIsCapped() async throws {
+        let o = try await Self.predict([[Self.parameters(1, g1: 100)]], mode: "growth")
+        #expect(o.alerts.map(\.nTot) == [100])
+        let wide = try await Self.predict([[Self.parameters(1, g1: 100)]], mode: "growth",
+                                          extra: ["fallback_max_growth": .double(50)])
+        #expect(wide.alerts.map(\.nTot) == [210])
+    }
+
+    /// A growth model predicting ln-growth 1: N̂ = 10·e = 27.18281828459045;
+    /// n_tot 30: ARE = (30 − 27.18281828459045)/30 = 0.0939060571803183.
+    @Test func growthWithModel() async throws {
+        let model = Model(tObs: 600, version: 4, mode: "growth", samples: 80, trees: [Self.leaf(1), Self.leaf(1)])
+        let o = try await Self.predictWithModels([model], [[Self.parameters(3)], [Self.size(3, nTot: 30)]], mode: "growth")
+        #expect(o.alerts.count == 1)
+        #expect(abs(o.alerts[0].nTot - 27.18281828459045) < 1e-12)
+        #expect(abs(o.stats[0].are - 0.0939060571803183) < 1e-14)
+    }
+
+    /// A course model reaching a growth predictor is ignored and counted.
+    @Test func modelOfAnotherModeIsIgnored() async throws {
+        let model = Model(tObs: 600, version: 1, mode: "course", samples: 20, trees: [Self.leaf(7)])
+        let o = try await Self.predictWithModels([model], [[Self.parameters(1)]], mode: "growth")
+        #expect(o.counters["models_other_mode"] == 1)
+        #expect(o.alerts.map(\.nTot) == [18])
+    }
+
+    // MARK: none mode
+
+    /// Raw Hawkes: N̂ = 18 even with a model of mode none; samples are the course's.
+    @Test func noneIgnoresModels() async throws {
+        let model = Model(tObs: 600, version: 1, mode: "none", samples: 20, trees: [Self.leaf(7)])
+        let o = try await Self.predictWithModels([model], [[Self.parameters(1)], [Self.size(1, nTot: 20)]], mode: "none")
+        #expect(o.counters["models_unused"] == 1)
+        #expect(o.alerts.map(\.nTot) == [18])
+        #expect(o.stats.map(\.are) == [0.1])   // |18 − 20|/20
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 1.25)])  // 10·0.5/4
+    }
+
+    // MARK: guards
+
+    /// G1 = 0: N̂ = n_obs = 10; n_tot 20: ARE 0.5; the course W is undefined: no sample.
+    @Test func zeroG1GivesNoCourseSample() async throws {
+        let o = try await Self.predict([[Self.parameters(1, g1: 0), Self.size(1, nTot: 20)]], mode: "course")
+        #expect(o.alerts.map(\.nTot) == [10])
+        #expect(o.stats.map(\.are) == [0.5])
+        #expect(o.samples.isEmpty)
+        #expect(o.counters["rejected.sample_g1_zero"] == 1)
+    }
+
+    /// n* ≥ 1 is clamped: everything emitted stays finite (JSON-encodable) and is counted.
+    @Test(arguments: ["none", "course", "growth"])
+    func explodingBranchingFactorStaysFinite(mode: String) async throws {
+        let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: .infinity, p: 0.05,
+                                  beta: 0.001, nStar: 1.5, g1: 4)
+        let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 20)]], mode: mode)
+        #expect(o.counters["clamped_n_star"] == 1)
+        #expect(o.alerts.count == 1 && o.stats.count == 1 && o.samples.count == 1)
+        for m in o.alerts.map(Message.alert) + o.stats.map(Message.stat) + o.samples.map(Message.sample) {
+            _ = WireFormat.encode(m)  // traps on NaN or infinity
+        }
+        #expect(o.alerts.allSatisfy { $0.nTot.isFinite && $0.nTot >= 10 })
+    }
+
+    @Test func invalidParametersAreRejected() async throws {
+        let nan = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 3, p: 0.01, beta: 0.001,
+                                    nStar: .nan, g1: 1)
+        let noObs = CascadeParameters(cascade: 2, msg: "m", tObs: 600, nObs: 0, nSupp: 3, p: 0.01, beta: 0.001,
+                                      nStar: 0.5, g1: 1)
+        let o = try await Self.predict([[.parameters(nan), .parameters(noObs)]], mode: "course")
+        #expect(o.alerts.isEmpty)
+        #expect(o.counters["rejected.invalid_n_star"] == 1)
+        #expect(o.counters["rejected.invalid_n_obs"] == 1)
+    }
+
+    /// A course-format message without G1: G1 = n_supp·(1 − n*) = 8·0.5 = 4, as in the first test.
+    @Test func missingG1IsDerivedFromNSupp() async throws {
+        let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 8, p: 0.01, beta: 0.001,
+                                  nStar: 0.5, g1: .nan)
+        let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 30)]], mode: "course")
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+    }
+
+    // MARK: duplicates, alerts, memory bounds
+
+    @Test func duplicatesAreIgnoredAndCounted() async throws {
+        let o = try await Self.predict([
+            [Self.parameters(1), Self.parameters(1, nObs: 12)],  // waiting duplicate
+            [Self.size(1, nTot: 30)],
+            [Self.size(1, nTot: 31), Self.parameters(1)],         // after completion
+            [Self.size(2, nTot: 5), Self.size(2, nTot: 5)],       // waiting size duplicate
+        ], mode: "course")
+        #expect(o.alerts.count == 1 && o.stats.count == 1)
+        #expect(o.stats[0].are == 0.4)
+        #expect(o.counters["rejected.duplicate_parameters"] == 2)
+        #expect(o.counters["rejected.duplicate_size"] == 2)
+        #expect(o.counters["pending_sizes_at_end"] == 1)
+    }
+
+    /// Same cascade id, other window: a different pair.
+    @Test func windowsArePairedSeparately() async throws {
+        let o = try await Self.predict([
+            [Self.parameters(1, tObs: 600), Self.parameters(1, tObs: 1200, nObs: 20, g1: 2)],
+            [Self.size(1, tObs: 1200, nTot: 30), Self.size(1, tObs: 600, nTot: 30)],
+        ], mode: "course")
+        // 1200: N̂ = 20 + 2/(1 − 0.5) = 24, ARE = 6/30 = 0.2; 600: ARE 0.4.
+        #expect(o.stats == [Stat(cascade: 1, tObs: 1200, are: 0.2), Stat(cascade: 1, tObs: 600, are: 0.4)])
+        #expect(o.alerts.map(\.tObs) == [600, 1200])
+    }
+
+    /// alert_min_size 20: the forecast 18 raises no alert, but is still measured.
+    @Test func alertThreshold() async throws {
+        let o = try await Self.predict([[Self.parameters(1), Self.parameters(2, g1: 10), Self.size(1, nTot: 30)]],
+                                       mode: "course", extra: ["alert_min_size": .double(20)])
+        // Cascade 2: 10 + 10/0.5 = 30 >= 20.
+        #expect(o.alerts.map(\.cascade) == [2])
+        #expect(o.stats.map(\.cascade) == [1])
+    }
+
+    /// max_pending 2: the third forecast evicts the first; its size then waits alone.
+    @Test func oldestPendingIsEvicted() async throws {
+        let o = try await Self.predict([
+            [Self.parameters(1), Self.parameters(2), Self.parameters(3)],
+            [Self.size(3, nTot: 18), Self.size(2, nTot: 18), Self.size(1, nTot: 18)],
+        ], mode: "course", extra: ["max_pending": .int(2)])
+        #expect(o.stats.map(\.cascade) == [3, 2])
+        #expect(o.counters["evicted"] == 1)
+        #expect(o.counters["pending_sizes_at_end"] == 1)
+    }
+
+    /// A TTL of a nanosecond: the forecast has expired when the next batch comes.
+    @Test func waitingHalvesExpire() async throws {
+        let o = try await Self.predict([[Self.parameters(1)], [Self.size(1, nTot: 30)]], mode: "course",
+                                       extra: ["pending_ttl": .double(1e-9)])
+        #expect(o.alerts.count == 1)
+        #expect(o.stats.isEmpty)
+        #expect(o.counters["expired"] == 1)
+        #expect(o.counters["pending_sizes_at_end"] == 1)
+    }
+
+    /// AREs 0.4, 0.1 and 0.9 (course, no model): median 0.4, mean 0.4667, one of three within 20 %.
+    @Test func windowSummaryCounters() async throws {
+        // Cascade 2: N̂ = 18, n_tot 20: ARE 0.1. Cascade 3: N̂ = 18, n_tot 180: ARE 0.9.
+        let o = try await Self.predict([
+            [Self.parameters(1), Self.parameters(2), Self.parameters(3)],
+            [Self.size(1, nTot: 30), Self.size(2, nTot: 20), Self.size(3, nTot: 180)],
+        ], mode: "course")
+        #expect(o.counters["are600_median_milli"] == 400)
+        #expect(o.counters["are600_mean_milli"] == 467)
+        #expect(o.counters["are600_within20_milli"] == 333)
+    }
+}
