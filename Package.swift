@@ -42,6 +42,8 @@ let package = Package(
     dependencies: [
         .package(path: "Sources/Core"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The /metrics HTTP endpoint (runtime only: NIO stays out of TweetoscopeCore).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
     ],
     targets: [
         .systemLibrary(name: "CYaml", path: "Sources/CYaml", pkgConfig: "yaml-0.1",
@@ -57,7 +59,10 @@ let package = Package(
         .target(name: "Forest", dependencies: [core], path: "Sources/Forest", swiftSettings: swift6),
         .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
                           swiftSettings: swift6),
-        .target(name: "TweetoscopeRuntime", dependencies: [core, "CYaml", "CRdKafka", "CSystemd"],
+        .target(name: "TweetoscopeRuntime", dependencies: [core, "CYaml", "CRdKafka", "CSystemd", "TweetoscopeKafka",
+                                                          .product(name: "NIOCore", package: "swift-nio"),
+                                                          .product(name: "NIOPosix", package: "swift-nio"),
+                                                          .product(name: "NIOHTTP1", package: "swift-nio")],
                 path: "Sources/TweetoscopeRuntime", swiftSettings: swift6),
         .executableTarget(
             name: "tweetoscoped",

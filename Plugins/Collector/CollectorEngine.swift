@@ -58,6 +58,8 @@ struct SourceProcessor {
     private var freeSlots: [Int] = []
     /// Open cascades: id -> slot.
     private var open: [CascadeID: Int] = [:]
+    /// Cascades open in this source (metrics).
+    var openCount: Int { open.count }
     /// Recency list: `oldest` has the smallest last time; times never decrease within a source, so
     /// moving a touched cascade to the `newest` end keeps the list sorted by last time.
     private var oldest = -1
@@ -250,6 +252,9 @@ struct CollectorEngine {
         self.settings = settings
         self.out = CollectorEmission(buildSeries: buildSeries, buildSizes: buildSizes)
     }
+
+    /// Cascades open in every source (metrics).
+    var openCascades: Int { processors.reduce(0) { $0 + $1.openCount } }
 
     /// Processes one input batch; output accumulates until ``takeOutput()``.
     mutating func consume(_ batch: [Message], context: StageContext) {

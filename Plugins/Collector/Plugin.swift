@@ -89,18 +89,26 @@ final class CollectorStage: Stage {
         var engine = kept.withLock { $0.take() }
             ?? CollectorEngine(settings: settings, buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
         for name in ["events", "cascades_opened", "cascades_ended"] { context.counters.add(name, 0) }
+        let openGauge = Gauge(label: "tweetoscope_collector_open_cascades", dimensions: context.metricDimensions)
+        openGauge.record(engine.openCascades)
 
         let inputs = context.inputs("tweets")
         if inputs.count == 1 {
             let input = inputs[0]
             while let batch = await input.next() {
+                let began = ContinuousClock.now
                 engine.consume(batch, context: context)
+                context.recordProcessing(since: began)
+                openGauge.record(engine.openCascades)
                 await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
             }
         } else if !inputs.isEmpty {
             let (merged, consumer) = context.mergedInputs()
             while let tagged = await merged.next(consumer) {
+                let began = ContinuousClock.now
                 engine.consume(tagged.messages, context: context)
+                context.recordProcessing(since: began)
+                openGauge.record(engine.openCascades)
                 await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
             }
         }
@@ -112,6 +120,7 @@ final class CollectorStage: Stage {
             return
         }
         engine.flushAll()
+        openGauge.record(engine.openCascades)
         await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
     }
 

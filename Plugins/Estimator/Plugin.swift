@@ -2,6 +2,7 @@
 // emitting `parameters` messages with the raw forecast.
 import Glibc
 import Hawkes
+import Synchronization
 import TweetoscopeCore
 
 @_cdecl("tweetoscope_plugin_register")
@@ -79,13 +80,21 @@ final class EstimatorStage: Stage {
     func run(_ context: StageContext) async throws {
         guard let input = context.inputs("series").first else { return }
         let output = context.output("parameters")
+        let timers = FitTimers(stage: context.name)
+        // Every failure reason from the start (at 0), so that rates exist before the first failure.
+        var failedFits: [String: Counter] = [:]
+        for reason in Self.failureReasons {
+            failedFits[reason] = Counter(label: "tweetoscope_estimator_failed_fits_total",
+                                         dimensions: context.metricDimensions + [("reason", reason)])
+        }
         while let batch = await input.next() {
+            let began = ContinuousClock.now
             let series = batch.compactMap { message -> Series? in
                 if case .series(let s) = message { return s }
                 context.counters.reject("not_a_series")
                 return nil
             }
-            let results = await fitAll(series)
+            let results = await fitAll(series, timers: timers)
             var out: [Message] = []
             out.reserveCapacity(results.count)
             for (s, result) in zip(series, results) {
@@ -98,20 +107,25 @@ final class EstimatorStage: Stage {
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")
+                    failedFits[reason]?.increment()
                     context.warnRateLimited("fit_\(reason)", "fit failed: \(error)", metadata: [
                         "cascade": .string("\(s.cascade)"), "T_obs": .string("\(s.tObs)"), "n_obs": .string("\(s.count)"),
                     ])
                 }
             }
+            context.recordProcessing(since: began)
             await output?.send(out)
         }
     }
 
-    /// Fits every series, in parallel chunks, keeping the input order.
-    func fitAll(_ series: [Series]) async -> [Result<HawkesFit, HawkesError>] {
+    /// Fits every series, in parallel chunks, keeping the input order; each fit's time goes to
+    /// `timers` (`tweetoscope_estimator_fit_seconds{stage,t_obs}`).
+    func fitAll(_ series: [Series], timers: FitTimers? = nil) async -> [Result<HawkesFit, HawkesError>] {
         let estimator = self.estimator
         let fitOne: @Sendable (Series) -> Result<HawkesFit, HawkesError> = { s in
-            Result { () throws(HawkesError) -> HawkesFit in
+            let began = ContinuousClock.now
+            defer { timers?.record(tObs: s.tObs, since: began) }
+            return Result { () throws(HawkesError) -> HawkesFit in
                 try estimator.fit(ObservedCascade(times: s.times, marks: s.magnitudes,
                                                   observationEnd: Double(s.tObs), dropLaterEvents: true))
             }
@@ -130,6 +144,11 @@ final class EstimatorStage: Stage {
         }
     }
 
+    /// Every value of ``reason(_:)``.
+    static let failureReasons = ["empty_cascade", "length_mismatch", "non_finite_input", "negative_mark", "unsorted_times",
+                                 "bad_observation_end", "zero_root_mark", "n_star_too_large", "invalid_parameter",
+                                 "numerical_failure"]
+
     /// A short, stable counter name for a fit failure.
     static func reason(_ error: HawkesError) -> String {
         switch error {
@@ -144,6 +163,26 @@ final class EstimatorStage: Stage {
         case .invalidMarkDistribution, .invalidPrior, .invalidParameter: "invalid_parameter"
         case .numericalFailure: "numerical_failure"
         }
+    }
+}
+
+/// The fit-time histograms of one estimator stage, one per window.
+final class FitTimers: Sendable {
+    private let stage: String
+    private let timers = Mutex<[Int: Timer]>([:])
+
+    init(stage: String) { self.stage = stage }
+
+    func record(tObs: Int, since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        let timer = timers.withLock { t in
+            if let timer = t[tObs] { return timer }
+            let timer = Timer(label: "tweetoscope_estimator_fit_seconds", dimensions: [("stage", stage), ("t_obs", "\(tObs)")])
+            t[tObs] = timer
+            return timer
+        }
+        let (s, atto) = elapsed.components
+        timer.recordNanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
     }
 }
 

@@ -126,8 +126,10 @@ final class FileSink: Stage {
         do {
             while let tagged = await merged.next(consumer) {
                 guard let file = files[tagged.stream] else { continue }
+                let began = ContinuousClock.now
                 for message in tagged.messages { try file.append(WireFormat.encode(message)) }
                 try file.flushIfStale()
+                context.recordProcessing(since: began)
                 context.counters.add("lines.\(tagged.stream)", tagged.messages.count)
             }
             for stream in files.keys.sorted() { try files[stream]!.finish() }

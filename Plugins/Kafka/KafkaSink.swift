@@ -45,18 +45,23 @@ final class KafkaSink: Stage {
         ])
         let topic = common.topic
         let counters = context.counters
+        let deliveryErrors = Counter(label: "tweetoscope_kafka_delivery_errors_total",
+                                     dimensions: context.metricDimensions + [("topic", topic)])
         let onDelivery: @Sendable (Result<Delivery, KafkaError>) -> Void = { result in
             switch result {
             case .success:
                 counters.add("delivered")
             case .failure(let error):
                 counters.reject("delivery_failed")
+                deliveryErrors.increment()
                 context.warnRateLimited("delivery_failed", "kafka delivery failed, record lost: \(error)", metadata: [
                     "topic": .string(topic), "error": .string(error.name),
                 ])
             }
         }
         while let tagged = await merged.next(consumer) {
+            let began = ContinuousClock.now
+            defer { context.recordProcessing(since: began) }
             for message in tagged.messages {
                 let record = ProducerRecord(topic: topic, key: WireFormat.key(message).map { Array($0.utf8) },
                                             value: WireFormat.encode(message))
@@ -64,6 +69,7 @@ final class KafkaSink: Stage {
                     try await producer.enqueue(record, completion: onDelivery)
                 } catch {
                     counters.reject("delivery_failed")
+                    deliveryErrors.increment()
                     context.warnRateLimited("delivery_failed", "kafka refused a record, record lost: \(error)", metadata: [
                         "topic": .string(topic), "error": .string(error.name), "bytes": .stringConvertible(record.value.count),
                     ])

@@ -111,6 +111,7 @@ final class KafkaSource: Stage {
             "start": .string(start), "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),
         ])
 
+        let lag = LagGauges(context)
         var handed: [TopicPartition: Int64] = [:]  // next offset to read, per partition handed over
         var ends: [TopicPartition: Int64] = [:]    // partitions at their end, with the end offset
         var idleSince: ContinuousClock.Instant?
@@ -128,6 +129,7 @@ final class KafkaSource: Stage {
             for record in polled.records {
                 offsets[record.topicPartition] = max(offsets[record.topicPartition] ?? 0, record.offset + 1)
             }
+            let began = ContinuousClock.now
             let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism)
             for (record, outcome) in zip(polled.records, outcomes) {
                 switch outcome {
@@ -135,6 +137,8 @@ final class KafkaSource: Stage {
                 case .failure(let reason, let text): skip(context, record, reason, text)
                 }
             }
+            if !polled.records.isEmpty { context.recordProcessing(since: began) }
+            lag.update(consumer.lag(), assigned: consumer.assignment)
             context.counters.add("records", polled.records.count)
             if !batch.isEmpty { await output.send(batch) }
             if !offsets.isEmpty {
@@ -173,6 +177,7 @@ final class KafkaSource: Stage {
 
         // Everything read was handed over: make the commits durable, then leave the group.
         let assigned = consumer.assignment
+        lag.update(consumer.lag(), assigned: assigned, force: true)
         let final = handed.filter { assigned.contains($0.key) }
         if let error = await consumer.commit(final, wait: true) {
             context.counters.add("commit_failed")
@@ -191,5 +196,32 @@ final class KafkaSource: Stage {
             "topic": .string(record.topic), "partition": .stringConvertible(record.partition),
             "offset": .stringConvertible(record.offset),
         ])
+    }
+}
+
+/// `tweetoscope_kafka_consumer_lag_records{stage,topic,partition}`: one gauge per assigned
+/// partition (a revoked partition's gauge is removed; the last values stay once the stage ends).
+final class LagGauges {
+    private let stage: String
+    private var gauges: [TopicPartition: Gauge] = [:]
+    private var last = ContinuousClock.now - .seconds(1)
+
+    init(_ context: StageContext) { stage = context.name }
+
+    /// Sets the gauges (at most every 500 ms); the gauges of partitions no longer assigned go.
+    func update(_ lag: [TopicPartition: Int64], assigned: Set<TopicPartition>, force: Bool = false) {
+        let now = ContinuousClock.now
+        guard force || now - last >= .milliseconds(500) else { return }
+        last = now
+        for (tp, gauge) in gauges where !assigned.contains(tp) {
+            gauge.destroy()
+            gauges[tp] = nil
+        }
+        for (tp, records) in lag where assigned.contains(tp) {
+            let gauge = gauges[tp] ?? Gauge(label: "tweetoscope_kafka_consumer_lag_records",
+                                            dimensions: [("stage", stage), ("topic", tp.topic), ("partition", "\(tp.partition)")])
+            gauges[tp] = gauge
+            gauge.record(records)
+        }
     }
 }

@@ -53,6 +53,7 @@ final class JSONLinesSource: Stage {
         var reading = true
         var lineReader = LineCursor(file: file)
         while reading {
+            let began = ContinuousClock.now
             reading = try lineReader.read(maxLines: batchSize) { line, number in
                 guard !isBlank(line) else { return }
                 bytes.removeAll(keepingCapacity: true)
@@ -72,6 +73,7 @@ final class JSONLinesSource: Stage {
                     context.warnRateLimited(reason, "\(path):\(number): \(error); line skipped")
                 }
             }
+            context.recordProcessing(since: began)
             if !batch.isEmpty {
                 let full = batch
                 batch = []

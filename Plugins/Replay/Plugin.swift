@@ -128,7 +128,9 @@ final class ReplaySource: Stage {
         let wallStart = ContinuousClock.now - .nanoseconds(Int64(min((resumedAt ?? 0) / max(timeAcceleration, 1e-9), 1e9) * 1e9))
         var lastTime = resumedAt ?? 0
         var sent = 0
-        var countedCascades = replay.cascadesStarted
+        // Cascades already counted: none on a fresh start (the replay may have started some
+        // before its first event), those of the previous run after a reload.
+        var countedCascades = resumedAt == nil ? 0 : replay.cascadesStarted
         var stopped = false
         var batch: [Message] = []
         batch.reserveCapacity(batchSize)

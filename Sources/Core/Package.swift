@@ -1,7 +1,10 @@
 // swift-tools-version: 6.0
 // The shared core of tweetoscoped: one *dynamic* library that the daemon and every stage plugin
-// link, so that message types, the stage registry and the logging system exist once per process
-// (see swift-platform.md §1: a target dependency would be copied into each image).
+// link, so that message types, the stage registry, the logging system and the metrics system exist
+// once per process (see swift-platform.md §1: a target dependency would be copied into each image).
+// swift-metrics (the API) and swift-prometheus (its backend) live here ONLY: plugins and the daemon
+// get them through TweetoscopeCore, so there is exactly one CoreMetrics (one MetricsSystem) and one
+// Prometheus registry in the process.
 import PackageDescription
 
 let package = Package(
@@ -10,12 +13,19 @@ let package = Package(
         .library(name: "TweetoscopeCore", type: .dynamic, targets: ["TweetoscopeCore"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0")
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
             name: "TweetoscopeCore",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             path: "TweetoscopeCore",
             swiftSettings: [.swiftLanguageMode(.v6)]
         )

@@ -198,6 +198,28 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Increases at every rebalance.
     public var assignmentGeneration: Int { callbacks.generation.load(ordering: .relaxed) }
 
+    /// Records between this member's position and the high watermark, per assigned partition,
+    /// from librdkafka's cached watermarks (no broker round trip). Partitions whose position or
+    /// watermark is not known yet are left out. For metrics (consumer lag).
+    public func lag() -> [TopicPartition: Int64] {
+        let assigned = assignment
+        guard !assigned.isEmpty, !closed.load(ordering: .relaxed) else { return [:] }
+        let list = rd_kafka_topic_partition_list_new(Int32(assigned.count))!
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for tp in assigned { rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition) }
+        guard rd_kafka_position(rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR else { return [:] }
+        var result: [TopicPartition: Int64] = [:]
+        for i in 0..<Int(list.pointee.cnt) {
+            let e = list.pointee.elems[i]
+            guard e.offset >= 0 else { continue }
+            var low: Int64 = -1, high: Int64 = -1
+            guard rd_kafka_get_watermark_offsets(rk, e.topic, e.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  high >= 0 else { continue }
+            result[TopicPartition(topic: String(cString: e.topic), partition: e.partition)] = max(0, high - e.offset)
+        }
+        return result
+    }
+
     /// Up to `max` records: waits at most `timeout` for the first one, then takes what is
     /// already fetched. Rebalance and commit callbacks are served here.
     public func poll(max: Int, timeout: Duration) async -> PollResult {

@@ -35,8 +35,54 @@ public struct DaemonSettings: Sendable, Equatable {
     public var logLevel: Logger.Level = .info
     /// Seconds between progress lines while running; 0 turns them off.
     public var progressInterval: Double = 10
+    /// The metrics endpoint (`metrics:`); nil when metrics are off (the default).
+    public var metrics: MetricsSettings?
 
     public init() {}
+}
+
+/// The `metrics` section: a Prometheus endpoint `GET /metrics` over plain HTTP.
+public struct MetricsSettings: Sendable, Equatable {
+    /// Address to listen on (an IP address or a host name).
+    public var host: String
+    /// TCP port; 0 picks a free port (logged at start).
+    public var port: Int
+    /// Cascades in the `tweetoscope_top_cascade_forecast` gauge.
+    public var topK: Int = 10
+    /// Seconds the endpoint keeps serving after the pipeline has ended (finite runs), unless a
+    /// stop signal arrives.
+    public var linger: Double = 0
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, with an IPv6 address in brackets.
+    public var listen: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Parses `host:port`, `[ipv6]:port`, `:port` or `port` (the last two listen on the loopback
+    /// address 127.0.0.1). Nil when malformed.
+    public static func parseListen(_ text: String) -> (host: String, port: Int)? {
+        var host = "127.0.0.1"
+        var portText = Substring(text)
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else if let colon = text.lastIndex(of: ":") {
+            let h = text[..<colon]
+            guard !h.contains(":") else { return nil }  // an IPv6 address needs brackets
+            if !h.isEmpty { host = String(h) }
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == "/" }),
+              !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+              let port = Int(portText), (0...65535).contains(port) else { return nil }
+        return (host, port)
+    }
 }
 
 /// One configured stage, validated against its plugin's descriptor.
@@ -64,7 +110,9 @@ public struct PipelineConfig: Sendable {
 }
 
 /// Keys of the top-level mapping.
-let topLevelKeys = ["plugin_dir", "plugins", "log_level", "progress_interval", "stages"]
+let topLevelKeys = ["plugin_dir", "plugins", "log_level", "progress_interval", "metrics", "stages"]
+/// Keys of the `metrics` mapping.
+let metricsKeys = ["listen", "top_k", "linger"]
 /// Keys of a stage entry that are not options.
 let stageReservedKeys = ["type", "inputs", "outputs"]
 
@@ -113,7 +161,7 @@ public enum ConfigLoader {
         }
         let directory = directoryOf(file)
         checkKeys(pairs, allowed: topLevelKeys, context: "top-level key", errors: &errors)
-        for (key, _, value) in pairs {
+        for (key, keyMark, value) in pairs {
             switch key {
             case "plugin_dir":
                 if case .string(let s)? = convert(value, to: .path, directory: directory, key: key, errors: &errors) {
@@ -134,6 +182,8 @@ public enum ConfigLoader {
                     if d < 0 { errors.append(ConfigDiagnostic(value.mark, "progress_interval: expected seconds >= 0")) }
                     settings.progressInterval = d
                 }
+            case "metrics":
+                settings.metrics = parseMetrics(value, keyMark: keyMark, directory: directory, errors: &errors)
             default:
                 break
             }
@@ -142,6 +192,39 @@ public enum ConfigLoader {
             errors.append(ConfigDiagnostic(root.mark, "missing key `stages` (the pipeline's stages)"))
         }
         return (settings, root)
+    }
+
+    /// The `metrics` mapping: `listen` (required), `top_k`, `linger`.
+    static func parseMetrics(_ node: YAMLNode, keyMark: SourceMark, directory: String,
+                             errors: inout [ConfigDiagnostic]) -> MetricsSettings? {
+        guard case .mapping(let pairs, _) = node else {
+            errors.append(ConfigDiagnostic(node.mark, "metrics: expected a mapping with `listen` (e.g. listen: \"127.0.0.1:9464\"), found \(node.kindName)"))
+            return nil
+        }
+        checkKeys(pairs, allowed: metricsKeys, context: "key of `metrics`", errors: &errors)
+        guard let listenNode = pairs.first(where: { $0.key == "listen" })?.value else {
+            errors.append(ConfigDiagnostic(keyMark, "metrics: missing key `listen` (host:port of the Prometheus endpoint, e.g. \"127.0.0.1:9464\")"))
+            return nil
+        }
+        guard case .string(let listen)? = convert(listenNode, to: .string, directory: directory, key: "metrics.listen", errors: &errors) else {
+            return nil
+        }
+        guard let (host, port) = MetricsSettings.parseListen(listen) else {
+            errors.append(ConfigDiagnostic(listenNode.mark, "metrics.listen: expected host:port, [ipv6]:port or :port with a port in 0...65535, found \"\(listen)\""))
+            return nil
+        }
+        var settings = MetricsSettings(host: host, port: port)
+        if let node = pairs.first(where: { $0.key == "top_k" })?.value,
+           case .int(let k)? = convert(node, to: .int, directory: directory, key: "metrics.top_k", errors: &errors) {
+            if k < 0 || k > 1000 { errors.append(ConfigDiagnostic(node.mark, "metrics.top_k: expected an integer in 0...1000, found \(k)")) }
+            settings.topK = k
+        }
+        if let node = pairs.first(where: { $0.key == "linger" })?.value,
+           case .double(let d)? = convert(node, to: .double, directory: directory, key: "metrics.linger", errors: &errors) {
+            if d < 0 { errors.append(ConfigDiagnostic(node.mark, "metrics.linger: expected seconds >= 0")) }
+            settings.linger = d
+        }
+        return settings
     }
 
     /// Checks the `stages` section against the registered stage types, builds each stage, and

@@ -31,14 +31,31 @@ public final class Daemon: Sendable {
     private let notifier = SystemdNotifier()
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "tweetoscoped.signals")
+    private let metrics: RuntimeMetrics?
+    private let metricsSettings: MetricsSettings?
 
     /// - Parameters:
     ///   - configPath: the configuration file, re-read on SIGHUP.
     ///   - pluginDirectory: the command line's plugin directory override, if any.
-    public init(configPath: String, pluginDirectory: String?, logger: Logger) {
+    ///   - metrics: the metrics exported by the endpoint (``startMetrics(_:logger:)``), if on.
+    ///   - metricsSettings: the `metrics` section the endpoint was started with.
+    public init(configPath: String, pluginDirectory: String?, logger: Logger,
+                metrics: RuntimeMetrics? = nil, metricsSettings: MetricsSettings? = nil) {
         self.configPath = configPath
         self.pluginDirectory = pluginDirectory
         self.logger = logger
+        self.metrics = metrics
+        self.metricsSettings = metricsSettings
+    }
+
+    /// Starts the metrics endpoint of `settings`: installs the backend and binds the address.
+    /// - Throws: the bind error.
+    public static func startMetrics(_ settings: MetricsSettings, logger: Logger) async throws -> (RuntimeMetrics, MetricsServer) {
+        let metrics = RuntimeMetrics(topK: settings.topK)
+        let server = try await MetricsServer.start(host: settings.host, port: settings.port)
+        logger.info("metrics endpoint listening", metadata: ["address": .string(server.address),
+                                                            "url": .string("http://\(server.address)/metrics")])
+        return (metrics, server)
     }
 
     /// Runs `initial` (already validated) and its reloaded successors until the sources end or
@@ -63,7 +80,7 @@ public final class Daemon: Sendable {
                 reused.stage = old.stage
                 return reused
             }
-            let pipeline = Pipeline(config: config, logger: logger)
+            let pipeline = Pipeline(config: config, logger: logger, metrics: metrics)
             let stop: StopSignal = state.withLock { s in
                 s.stop = StopSignal()
                 if s.shuttingDown { s.stop.request(.shutdown) }
@@ -90,8 +107,22 @@ public final class Daemon: Sendable {
             previous = Dictionary(config.stages.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             config = next
         }
+        await linger()
         notifier.stopping()
         return summary!
+    }
+
+    /// Keeps the process (and its metrics endpoint) up `metrics.linger` seconds after the
+    /// pipeline has ended, so that a last scrape gets the final figures; a stop signal ends it.
+    private func linger() async {
+        guard metrics != nil, let seconds = metricsSettings?.linger, seconds > 0,
+              !state.withLock({ $0.shuttingDown }) else { return }
+        logger.notice("pipeline ended: serving metrics for \(seconds) s more (SIGTERM to exit now)")
+        notifier.status("pipeline ended; serving metrics for \(seconds) s")
+        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < end, !state.withLock({ $0.shuttingDown }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     private func installSignalHandlers() -> [any DispatchSourceSignal] {
@@ -128,15 +159,21 @@ public final class Daemon: Sendable {
         logger.notice("SIGHUP: reloading \(configPath)")
         do {
             let (config, _) = try ConfigLoader.load(path: configPath, pluginDirectory: pluginDirectory)
+            if config.settings.metrics != metricsSettings {
+                logger.warning("reload: the `metrics` section changed; it applies at the next start (the endpoint keeps \(metricsSettings?.listen ?? "off"))")
+            }
+            metrics?.reloaded(applied: true)
             state.withLock { s in
                 s.pending = config
                 s.stop.request(.reload)
             }
         } catch let errors as ConfigErrors {
+            metrics?.reloaded(applied: false)
             for d in errors.diagnostics { logger.error("reload rejected: \(d)") }
             logger.error("reload rejected: \(errors.diagnostics.count) error(s); the previous configuration keeps running")
             notifier.ready(status: "reload failed (\(errors.diagnostics.count) errors): running the previous configuration")
         } catch {
+            metrics?.reloaded(applied: false)
             logger.error("reload rejected: \(error)")
             notifier.ready(status: "reload failed: running the previous configuration")
         }

@@ -24,6 +24,7 @@ public struct StderrLogHandler: LogHandler {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
         let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
+        countLogLine(event.level, stage: stage)
         var line = "\(Self.timestamp()) \(event.level.rawValue.uppercased()) [\(stage)] \(event.message)"
         for key in all.keys.sorted() { line += " \(key)=\(all[key]!)" }
         line += "\n"

@@ -123,15 +123,45 @@ public struct PipelineStatus: Sendable {
     public var failedStages: [String]
 }
 
+/// What the metrics see of one stage of a running pipeline.
+struct StageView {
+    var name: String
+    var type: String
+    var counters: [String: Int]
+    var inputs: [StageInput]
+    var outputs: [StageOutput]
+    var running: Bool
+    var failed: Bool
+}
+
+private let pipelineIDs = Atomic<Int>(0)
+
 /// A running pipeline built from a validated configuration.
 public final class Pipeline: Sendable {
     public let config: PipelineConfig
+    /// Distinguishes the pipelines of successive reloads.
+    let id: Int
     private let logger: Logger
-    private let live = Mutex<(streams: [String: MessageStream], contexts: [StageContext], failed: [String])>(([:], [], []))
+    private let metrics: RuntimeMetrics?
+    private let live = Mutex<(streams: [String: MessageStream], contexts: [StageContext], failed: [String],
+                              finished: Set<String>)>(([:], [], [], []))
 
-    public init(config: PipelineConfig, logger: Logger) {
+    /// - Parameter metrics: the daemon's metrics, when the endpoint is on.
+    public init(config: PipelineConfig, logger: Logger, metrics: RuntimeMetrics? = nil) {
         self.config = config
         self.logger = logger
+        self.metrics = metrics
+        self.id = pipelineIDs.add(1, ordering: .relaxed).newValue
+    }
+
+    /// Every stage with its counters, inputs and outputs (empty before `run` wires it).
+    var stageViews: [StageView] {
+        live.withLock { l in
+            l.contexts.map { c in
+                StageView(name: c.name, type: c.type, counters: c.counters.snapshot, inputs: c.allInputs.map(\.input),
+                          outputs: c.allOutputs, running: !l.finished.contains(c.name), failed: l.failed.contains(c.name))
+            }
+        }
     }
 
     /// The pipeline's current figures (zero before `run` wires it).
@@ -156,9 +186,20 @@ public final class Pipeline: Sendable {
 
         // Wire every stream before any stage runs: producers and consumers must be registered first.
         var streams: [String: MessageStream] = [:]
+        // With metrics on, streams that may carry alerts or stats feed the forecast board.
+        var observed = Set<String>()
+        if metrics != nil {
+            for stage in config.stages {
+                for (port, binding) in stage.outputs {
+                    let kinds = stage.descriptor.outputs.first { $0.name == port }?.kinds ?? []
+                    if kinds.contains(.alert) || kinds.contains(.stat) { observed.insert(binding.stream) }
+                }
+            }
+        }
+        let metrics = self.metrics
         func stream(_ name: String) -> MessageStream {
             if let s = streams[name] { return s }
-            let s = MessageStream(name: name)
+            let s = MessageStream(name: name, observer: observed.contains(name) ? metrics?.observer(stream: name) : nil)
             streams[name] = s
             return s
         }
@@ -175,7 +216,8 @@ public final class Pipeline: Sendable {
             contexts.append((stage, context))
         }
         let allStreams = streams
-        live.withLock { $0 = (allStreams, contexts.map(\.1), []) }
+        live.withLock { $0 = (allStreams, contexts.map(\.1), [], []) }
+        metrics?.pipelineStarted(self)
         logger.info("pipeline starting", metadata: [
             "stages": .string(config.stages.map { "\($0.name)(\($0.type))" }.joined(separator: ",")),
             "streams": .string(allStreams.keys.sorted().joined(separator: ",")),
@@ -199,6 +241,7 @@ public final class Pipeline: Sendable {
                     }
                     for output in context.allOutputs { output.finish() }
                     for (_, input) in context.allInputs { input.detach() }
+                    self.live.withLock { _ = $0.finished.insert(stage.name) }
                     let seconds = (clock.now - began).seconds
                     reports.withLock {
                         $0[stage.name] = RunSummary.StageReport(name: stage.name, type: stage.type,

@@ -91,11 +91,13 @@ public struct JournaldLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
+        let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
+        countLogLine(event.level, stage: stage)
         var fields: [String] = [
             "MESSAGE=\(event.message)",
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=tweetoscoped",
-            "STAGE=\(all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon")",
+            "STAGE=\(stage)",
             "CODE_FILE=\(event.file)",
             "CODE_LINE=\(event.line)",
             "CODE_FUNC=\(event.function)",

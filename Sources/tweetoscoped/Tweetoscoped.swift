@@ -23,7 +23,7 @@ struct Tweetoscoped: AsyncParsableCommand {
         abstract: "Predicts in real time which tweets will go viral: a Tweetoscope pipeline daemon.",
         discussion: "The pipeline (sources, collector, estimator, predictor, learner, sinks) is described in a YAML file, /etc/tweetoscope.yaml by default.",
         version: tweetoscopeVersion,
-        subcommands: [Run.self, Validate.self, Plugins.self, Version.self],
+        subcommands: [Run.self, Validate.self, Plugins.self, Top.self, Version.self],
         defaultSubcommand: Run.self)
 }
 
@@ -47,6 +47,14 @@ struct Run: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        // The metrics backend must be installed before the stages are built (validation builds
+        // them): a quick look at the daemon settings first.
+        if let text = try? ConfigLoader.read(options.config) {
+            var ignored: [ConfigDiagnostic] = []
+            if ConfigLoader.parseSettings(text, file: options.config, errors: &ignored).0.metrics != nil {
+                TweetoscopeMetrics.bootstrap()
+            }
+        }
         let config = try loadOrExit(options)
         var level = config.settings.logLevel
         if let logLevel {
@@ -63,8 +71,20 @@ struct Run: AsyncParsableCommand {
         }
         let logger = Logger(label: "tweetoscoped")
         logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(options.config)])
-        let daemon = Daemon(configPath: options.config, pluginDirectory: options.pluginDir, logger: logger)
+        var metrics: RuntimeMetrics?
+        var server: MetricsServer?
+        if let settings = config.settings.metrics {
+            do {
+                (metrics, server) = try await Daemon.startMetrics(settings, logger: logger)
+            } catch {
+                logger.critical("cannot serve metrics on \(settings.listen): \(error)")
+                throw ExitCode.failure
+            }
+        }
+        let daemon = Daemon(configPath: options.config, pluginDirectory: options.pluginDir, logger: logger,
+                            metrics: metrics, metricsSettings: config.settings.metrics)
         let summary = await daemon.run(config)
+        await server?.stop()
         print(summary.table())
         if !summary.succeeded { throw ExitCode.failure }
     }
@@ -120,6 +140,66 @@ struct Plugins: AsyncParsableCommand {
             }
         }
         if failed { throw ExitCode(exitConfigError) }
+    }
+}
+
+struct Top: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the cascades with the largest forecast and the running median ARE per window.",
+        discussion: """
+            Reads a running daemon's output: JSON-lines files written by the file sink (followed like \
+            tail -f; a truncated file is read again) or Kafka topics (kafka://host:port/topic, read \
+            from the beginning). Each source may carry alerts, stats and parameters (the latter give \
+            the observed size n_obs); other lines are ignored. A cascade's forecast is its latest \
+            alert (largest T_obs); a cascade with a stat has ended and is hidden unless --all.
+            """)
+
+    @Option(name: .customLong("alerts"), help: "Alerts: a JSON-lines file or kafka://host:port/topic (repeatable).")
+    var alerts: [String] = []
+
+    @Option(name: .customLong("stats"), help: "Stats (ARE of ended cascades), same forms (repeatable).")
+    var stats: [String] = []
+
+    @Option(name: .customLong("properties"),
+            help: "Parameters (cascade_properties) for the observed sizes n_obs, same forms (repeatable).")
+    var properties: [String] = []
+
+    @Option(name: .short, help: "Number of cascades shown.")
+    var k = 10
+
+    @Option(help: "Seconds between refreshes.")
+    var interval = 2.0
+
+    @Flag(help: "Print one table (after reading every source to its end) and exit.")
+    var once = false
+
+    @Flag(help: "Include ended cascades (with the ARE of their forecast).")
+    var all = false
+
+    @Option(help: "Table width in columns (default: the terminal's, else 80).")
+    var width: Int?
+
+    func validate() throws {
+        guard !(alerts + stats + properties).isEmpty else {
+            throw ValidationError("give at least one source: --alerts, --stats or --properties")
+        }
+        guard k >= 1 else { throw ValidationError("-k must be >= 1") }
+        guard interval > 0 else { throw ValidationError("--interval must be > 0") }
+    }
+
+    func run() async throws {
+        var options = TopCommand.Options(sources: try (alerts + stats + properties).map(TopSource.init))
+        options.k = k
+        options.interval = interval
+        options.once = once
+        options.includeEnded = all
+        options.width = width
+        do {
+            try await TopCommand.run(options)
+        } catch let error as TopError {
+            writeStandardError("tweetoscoped top: \(error)\n")
+            throw ExitCode.failure
+        }
     }
 }
 

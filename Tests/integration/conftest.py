@@ -11,7 +11,10 @@ SHARED = ROOT.parent / "shared"
 
 @pytest.fixture(scope="session")
 def daemon():
-    """Path of the release build of tweetoscoped (scripts/test builds it first)."""
+    """Path of the release build of tweetoscoped (scripts/test builds it first); $TWEETOSCOPED
+    names another build."""
+    if os.environ.get("TWEETOSCOPED"):
+        return Path(os.environ["TWEETOSCOPED"])
     exe = ROOT / ".build" / "release" / "tweetoscoped"
     if not exe.exists():
         subprocess.run(["swift", "build", "-c", "release"], cwd=ROOT, check=True)

@@ -60,6 +60,11 @@ public final class Channel<Element: Sendable>: Sendable {
     /// Number of registered consumers.
     public var consumerCount: Int { state.withLock { $0.consumers.count } }
 
+    /// Elements buffered for consumer `id` (0 once detached): the depth of its queue.
+    public func pending(_ id: Int) -> Int {
+        state.withLock { s in s.consumers[id].detached ? 0 : s.consumers[id].pending }
+    }
+
     /// Sends `element` to every attached consumer, waiting while any of their buffers is full.
     public func send(_ element: Element) async {
         while true {

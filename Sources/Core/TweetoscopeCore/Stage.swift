@@ -267,11 +267,23 @@ public final class MessageStream: Sendable {
     public let name: String
     public let channel: Channel<[Message]>
     public let stats = StreamStats()
+    /// Called with every batch sent to the stream, before it is queued (the runtime's metrics
+    /// derive forecast figures from alert and stat messages this way). Must be quick.
+    public let observer: (@Sendable ([Message]) -> Void)?
 
-    public init(name: String, capacity: Int = 16) {
+    public init(name: String, capacity: Int = 16, observer: (@Sendable ([Message]) -> Void)? = nil) {
         self.name = name
         self.channel = Channel(capacity: capacity)
+        self.observer = observer
     }
+}
+
+/// A running count, readable while it grows.
+public final class RunningCount: Sendable {
+    private let value = Atomic<Int>(0)
+    public init() {}
+    public func add(_ n: Int) { value.add(n, ordering: .relaxed) }
+    public var current: Int { value.load(ordering: .relaxed) }
 }
 
 /// One stream bound to an input port.
@@ -280,6 +292,8 @@ public struct StageInput: Sendable {
     public let stream: String
     let channel: Channel<[Message]>
     let consumer: Int
+    /// Messages read so far through ``next()``.
+    public let received = RunningCount()
 
     public init(stream: MessageStream) {
         self.stream = stream.name
@@ -288,16 +302,28 @@ public struct StageInput: Sendable {
     }
 
     /// The next batch, or nil once every producer of the stream has finished.
-    public func next() async -> [Message]? { await channel.next(consumer) }
+    public func next() async -> [Message]? {
+        let batch = await channel.next(consumer)
+        if let batch { received.add(batch.count) }
+        return batch
+    }
 
     /// Stop consuming: producers no longer wait for this input.
     public func detach() { channel.detach(consumer) }
+
+    /// Batches waiting in this input's buffer.
+    public var pending: Int { channel.pending(consumer) }
+
+    /// The capacity of this input's buffer, in batches.
+    public var capacity: Int { channel.capacity }
 }
 
 /// The stream bound to an output port.
 public struct StageOutput: Sendable {
     public let stream: String
     let target: MessageStream
+    /// What this producer sent to the stream (the stream's ``MessageStream/stats`` counts every producer).
+    public let sent = StreamStats()
 
     public init(stream: MessageStream) {
         self.stream = stream.name
@@ -309,6 +335,8 @@ public struct StageOutput: Sendable {
     public func send(_ batch: [Message]) async {
         guard !batch.isEmpty else { return }
         target.stats.record(batch)
+        sent.record(batch)
+        target.observer?(batch)
         await target.channel.send(batch)
     }
 
@@ -365,6 +393,7 @@ public final class StageContext: Sendable {
     private let inputPorts: [String: [StageInput]]
     private let outputPorts: [String: StageOutput]
     private let stop: StopSignal
+    private let processing: Timer
     private let limiter = Mutex<[String: (logged: Int, suppressed: Int, last: ContinuousClock.Instant)]>([:])
 
     public init(name: String, type: String, logger: Logger, counters: StageCounters = StageCounters(),
@@ -378,6 +407,26 @@ public final class StageContext: Sendable {
         self.inputPorts = inputs
         self.outputPorts = outputs
         self.stop = stop
+        self.processing = Timer(label: "tweetoscope_stage_processing_seconds", dimensions: [("stage", name)])
+    }
+
+    /// `[("stage", name)]`: the label every metric of a stage carries, first among its dimensions.
+    public var metricDimensions: [(String, String)] { [("stage", name)] }
+
+    /// Records the time one batch took to process (`tweetoscope_stage_processing_seconds{stage}`):
+    /// the stage's own work on the batch, without waiting for input or for a full output.
+    public func recordProcessing(_ duration: Duration) {
+        processing.recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// Records the time since `start` as one batch's processing time.
+    public func recordProcessing(since start: ContinuousClock.Instant) {
+        recordProcessing(ContinuousClock.now - start)
+    }
+
+    static func nanoseconds(_ d: Duration) -> Int64 {
+        let (s, atto) = d.components
+        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 
     /// The streams bound to input `port` (empty when unbound).
