@@ -90,7 +90,11 @@ final class CollectorStage: Stage {
             ?? CollectorEngine(settings: settings, buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
         for name in ["events", "cascades_opened", "cascades_ended"] { context.counters.add(name, 0) }
         let openGauge = Gauge(label: "tweetoscope_collector_open_cascades", dimensions: context.metricDimensions)
-        openGauge.record(engine.openCascades)
+        func recordOpen(_ n: Int) {
+            openGauge.record(n)
+            context.counters.set("open_cascades", n)
+        }
+        recordOpen(engine.openCascades)
 
         let inputs = context.inputs("tweets")
         if inputs.count == 1 {
@@ -99,7 +103,7 @@ final class CollectorStage: Stage {
                 let began = ContinuousClock.now
                 engine.consume(batch, context: context)
                 context.recordProcessing(since: began)
-                openGauge.record(engine.openCascades)
+                recordOpen(engine.openCascades)
                 await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
             }
         } else if !inputs.isEmpty {
@@ -108,7 +112,7 @@ final class CollectorStage: Stage {
                 let began = ContinuousClock.now
                 engine.consume(tagged.messages, context: context)
                 context.recordProcessing(since: began)
-                openGauge.record(engine.openCascades)
+                recordOpen(engine.openCascades)
                 await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
             }
         }
@@ -120,7 +124,7 @@ final class CollectorStage: Stage {
             return
         }
         engine.flushAll()
-        openGauge.record(engine.openCascades)
+        recordOpen(engine.openCascades)
         await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
     }
 

@@ -66,15 +66,30 @@ public struct RunSummary: Sendable {
         let windowKinds: [MessageKind] = [.series, .size, .parameters, .alert, .stat, .sample, .model]
         let present = windowKinds.filter { !perWindow($0).isEmpty }
         let windows = Set(present.flatMap { perWindow($0).keys }).sorted()
+        // Accuracy per window, from the predictors' `are<T_obs>_{median,mean,within20}_milli` counters.
+        var accuracy: [Int: [String: Int]] = [:]
+        for s in stages {
+            for (key, value) in s.counters where key.hasPrefix("are") && key.hasSuffix("_milli") {
+                let parts = key.dropFirst(3).dropLast(6).split(separator: "_", maxSplits: 1)
+                if parts.count == 2, let w = Int(parts[0]) { accuracy[w, default: [:]][String(parts[1])] = value }
+            }
+        }
+        func milli(_ w: Int, _ name: String, percent: Bool = false) -> String {
+            guard let v = accuracy[w]?[name] else { return "-" }
+            return percent ? "\(Double(v) / 10)%" : "\(Double(v) / 1000)"
+        }
         if !windows.isEmpty {
-            lines.append(pad("T_obs", 8) + present.map { pad(header($0), 12) }.joined())
+            let are = !accuracy.isEmpty
+            lines.append(pad("T_obs", 8) + present.map { pad(header($0), 12) }.joined()
+                         + (are ? pad("median ARE", 12) + pad("mean ARE", 12) + "within 20%" : ""))
             for w in windows {
-                lines.append(pad("\(w)", 8) + present.map { pad("\(perWindow($0)[w] ?? 0)", 12) }.joined())
+                lines.append(pad("\(w)", 8) + present.map { pad("\(perWindow($0)[w] ?? 0)", 12) }.joined()
+                             + (are ? pad(milli(w, "median"), 12) + pad(milli(w, "mean"), 12) + milli(w, "within20", percent: true) : ""))
             }
         }
         lines.append(pad("stage", 14) + pad("type", 12) + pad("seconds", 10) + "counters")
         for s in stages {
-            let plain = s.counters.filter { !$0.key.hasPrefix("rejected.") }
+            let plain = s.counters.filter { !$0.key.hasPrefix("rejected.") && !($0.key.hasPrefix("are") && $0.key.hasSuffix("_milli")) }
             let text = plain.keys.sorted().map { "\($0)=\(plain[$0]!)" }.joined(separator: " ")
             lines.append(pad(s.name, 14) + pad(s.type, 12) + pad(format(s.seconds), 10) + text)
         }
@@ -117,7 +132,7 @@ public struct PipelineStatus: Sendable {
     public var stages: Int
     /// Tweets sent on every stream so far.
     public var events: Int
-    /// Cascades open in the collectors (opened - ended).
+    /// Cascades open in the collectors (their `open_cascades` gauge).
     public var openCascades: Int
     /// Stages that failed.
     public var failedStages: [String]
@@ -171,7 +186,7 @@ public final class Pipeline: Sendable {
             for s in l.streams.values { events += s.stats.snapshot.byKind[.tweet] ?? 0 }
             var open = 0
             for c in l.contexts where c.type == "collector" {
-                open += c.counters["cascades_opened"] - c.counters["cascades_ended"]
+                open += c.counters.gauge("open_cascades") ?? 0
             }
             return PipelineStatus(stages: l.contexts.count, events: events, openCascades: open, failedStages: l.failed)
         }

@@ -26,8 +26,8 @@ func position(of token: String, line: Int, in text: String) -> String {
     @Test func shippedConfigIsValid() throws {
         let (config, _) = try ConfigLoader.load(path: repositoryRoot() + "/etc/tweetoscope.yaml",
                                                 pluginDirectory: buildFolder())
-        #expect(config.stages.map(\.name) == ["source", "collector", "estimator", "sink"])
-        #expect(config.settings.plugins == ["replay", "collector", "estimator", "file"])
+        #expect(config.stages.map(\.name) == ["source", "collector", "estimator", "predictor", "learner", "sink"])
+        #expect(config.settings.plugins == ["replay", "collector", "estimator", "predictor", "learner", "file"])
         let collector = try #require(config.stages.first { $0.name == "collector" })
         #expect(try collector.options.ints("windows") == [600, 1200])
         #expect(try collector.options.int("terminated") == 1800)

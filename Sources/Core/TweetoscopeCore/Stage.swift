@@ -229,6 +229,16 @@ public final class StageCounters: Sendable {
     /// A copy of every counter.
     public var snapshot: [String: Int] { values.withLock { $0 } }
 
+    private let levels = Mutex<[String: Int]>([:])
+
+    /// Sets gauge `name` (a current level such as open cascades; not summed in summaries).
+    public func set(_ name: String, _ value: Int) {
+        levels.withLock { $0[name] = value }
+    }
+
+    /// The current value of gauge `name`, if set.
+    public func gauge(_ name: String) -> Int? { levels.withLock { $0[name] } }
+
     public subscript(name: String) -> Int { values.withLock { $0[name] ?? 0 } }
 }
 
