@@ -254,6 +254,17 @@ PROCESSING = """
 """
 
 
+# The predictor in mode `none` (raw Hawkes forecast, no learner): its alerts and stats depend only
+# on the (parameters, size) pairs, not on their arrival order, so Kafka and memory must agree.
+PREDICTION = """
+  predictor:
+    type: predictor
+    inputs: { properties: [cascade_properties] }
+    outputs: { alerts: alerts, stats: stats }
+    mode: none
+"""
+
+
 def reference_run(daemon, events, tmp_path):
     """The in-memory pipeline (jsonl -> collector -> estimator -> file) on the same tweets;
     returns {stream: [value text]}."""
@@ -262,7 +273,7 @@ def reference_run(daemon, events, tmp_path):
     out = tmp_path / "reference"
     cfg = tmp_path / "reference.yaml"
     cfg.write_text(f"""
-plugins: [replay, collector, estimator, file]
+plugins: [replay, collector, estimator, predictor, file]
 progress_interval: 0
 stages:
   source:
@@ -270,14 +281,16 @@ stages:
     outputs: {{ tweets: tweets }}
     path: {lines}
 {PROCESSING}
+{PREDICTION}
   sink:
     type: file
-    inputs: {{ streams: [cascade_series, cascade_properties] }}
+    inputs: {{ streams: [cascade_series, cascade_properties, alerts, stats] }}
     directory: {out}
 """)
     r = run(daemon, "run", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
-    return {s: (out / f"{s}.jsonl").read_text().splitlines() for s in ("cascade_series", "cascade_properties")}
+    return {s: (out / f"{s}.jsonl").read_text().splitlines()
+            for s in ("cascade_series", "cascade_properties", "alerts", "stats")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,9 +330,25 @@ def check_properties(key, value):
     return v
 
 
-# Output topics of the processing daemon and their spec checks. Alerts and stats (predictor)
-# are added here, with the predictor stage in the daemon's configuration, once it exists.
-CHECKS = {"cascade_series": check_series, "cascade_properties": check_properties}
+def check_alert(key, value):
+    assert key is None, f"alerts must have no key, got {key!r}"
+    v = json.loads(value)
+    assert v["type"] == "alert" and isinstance(v["cid"], int) and isinstance(v["msg"], str)
+    assert isinstance(v["T_obs"], int) and is_number(v["n_tot"]) and v["n_tot"] >= 1
+    return v
+
+
+def check_stat(key, value):
+    assert key is None, f"stats must have no key, got {key!r}"
+    v = json.loads(value)
+    assert v["type"] == "stat" and isinstance(v["cid"], int) and isinstance(v["T_obs"], int)
+    assert is_number(v["ARE"]) and v["ARE"] >= 0
+    return v
+
+
+# Output topics of the processing daemon and their spec checks (spec §1.2, 1.3, 1.6, 1.7).
+CHECKS = {"cascade_series": check_series, "cascade_properties": check_properties,
+          "alerts": check_alert, "stats": check_stat}
 
 
 def windows_of(values, kind):
@@ -346,7 +375,7 @@ def test_interop_with_course_clients(broker, tweetoscoped, shared, tmp_path):
 
     cfg = tmp_path / "processing.yaml"
     cfg.write_text(f"""
-plugins: [kafka, collector, estimator]
+plugins: [kafka, collector, estimator, predictor]
 progress_interval: 0
 stages:
   source:
@@ -354,6 +383,7 @@ stages:
     outputs: {{ messages: tweets }}
 {kafka_options(broker, topics["tweets"], group="interop", stop_at_end=True)}
 {PROCESSING}
+{PREDICTION}
   series_sink:
     type: kafka_sink
     inputs: {{ messages: [cascade_series] }}
@@ -362,6 +392,14 @@ stages:
     type: kafka_sink
     inputs: {{ messages: [cascade_properties] }}
 {kafka_options(broker, topics["cascade_properties"])}
+  alerts_sink:
+    type: kafka_sink
+    inputs: {{ messages: [alerts] }}
+{kafka_options(broker, topics["alerts"])}
+  stats_sink:
+    type: kafka_sink
+    inputs: {{ messages: [stats] }}
+{kafka_options(broker, topics["stats"])}
 """)
     r = run(tweetoscoped, "run", "--config", cfg, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -379,6 +417,10 @@ stages:
     assert windows_of(got["cascade_properties"], "parameters") == windows_of(want["cascade_properties"], "parameters")
     assert sizes_of(got["cascade_properties"]) == sizes_of(want["cascade_properties"])
     assert windows_of(got["cascade_series"], "serie"), "the data must give some series"
+    # One alert per parameters message, one stat per (parameters, size) pair.
+    assert windows_of(got["alerts"], "alert") == windows_of(want["cascade_properties"], "parameters")
+    paired = windows_of(want["cascade_properties"], "parameters") & set(sizes_of(want["cascade_properties"]))
+    assert windows_of(got["stats"], "stat") == paired and paired
 
 
 def first_assignment(log_text):
@@ -650,7 +692,7 @@ stages:
 
 
 # Stage types whose plugins are still to come; examples using them validate once they land.
-PENDING_TYPES = {"predictor", "learner"}
+PENDING_TYPES: set = set()
 
 
 def test_examples_validate(tweetoscoped):
