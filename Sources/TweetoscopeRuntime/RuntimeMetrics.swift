@@ -191,7 +191,8 @@ func countLogLine(_ level: Logger.Level, stage: String) {
 }
 
 /// The latest forecast of every cascade not yet ended, from the alert messages of the observed
-/// streams; a stat message (the cascade's final size is known) removes the cascade. Also records
+/// streams; a stat message (the cascade's final size is known) removes the cascade, also against
+/// alerts of it read later (a bounded memory of ended cascades). Also records
 /// each stat's ARE in `tweetoscope_forecast_are_ratio{stream,t_obs}`.
 final class ForecastBoard: Sendable {
     struct Entry: Sendable {
@@ -206,6 +207,10 @@ final class ForecastBoard: Sendable {
         var sequence = 0
         var seen = false
         var histograms: [String: Recorder] = [:]
+        /// Cascades whose stat arrived, oldest first: an alert read after its stat (streams
+        /// read by separate consumers interleave freely) must not bring the cascade back.
+        var ended = Set<CascadeID>()
+        var endedOrder: [CascadeID] = []
     }
 
     /// Cascades kept at most; past it the oldest half is dropped (cascades whose stat never came).
@@ -222,15 +227,22 @@ final class ForecastBoard: Sendable {
                 case .alert(let a):
                     s.seen = true
                     s.sequence += 1
+                    if s.ended.contains(a.cascade) { continue }
                     if let old = s.entries[a.cascade], old.tObs > a.tObs { continue }
                     s.entries[a.cascade] = Entry(cascade: a.cascade, tObs: a.tObs, forecast: a.nTot, sequence: s.sequence)
                 case .stat(let st):
                     s.seen = true
                     s.entries[st.cascade] = nil
+                    if s.ended.insert(st.cascade).inserted { s.endedOrder.append(st.cascade) }
                     stats.append(st)
                 default:
                     break
                 }
+            }
+            if s.endedOrder.count > Self.capacity {
+                let drop = s.endedOrder.count / 2
+                for cascade in s.endedOrder[..<drop] { s.ended.remove(cascade) }
+                s.endedOrder.removeFirst(drop)
             }
             if s.entries.count > Self.capacity {
                 let cut = s.entries.values.map(\.sequence).sorted()[s.entries.count / 2]

@@ -41,7 +41,7 @@ def test_reload_keeps_unchanged_stages_and_rejects_invalid_file(daemon, tmp_path
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
-    assert "configuration reloaded kept=source,collector,sink rebuilt=estimator" in err
+    assert "configuration reloaded kept=source,collector,predictor,learner,sink rebuilt=estimator" in err
     line = next(l for l in err.splitlines() if "reload rejected" in l and "parallelism" in l)
     assert f"{cfg}:" in line and "expected an integer" in line
     assert "the previous configuration keeps running" in err

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -44,7 +45,7 @@ def test_notify_ready_status_watchdog_reload_stopping(daemon, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
-    assert first[0].startswith("READY=1\nSTATUS=running 4 stages"), first
+    assert first[0].startswith("READY=1\nSTATUS=running 6 stages"), first
     assert any(m == "WATCHDOG=1" for m in first), first
     status = [m for m in first if m.startswith("STATUS=") and "tweets/s" in m]
     assert status and "open cascades" in status[0], first
@@ -62,12 +63,27 @@ def test_journal_fields_when_stderr_is_the_journal(daemon, tmp_path):
     sock.bind(JOURNAL_SOCKET)
     try:
         stderr_path = tmp_path / "stderr"
+        # Read the socket while the daemon runs: a full datagram queue would block its logging.
+        entries, done = [], threading.Event()
+
+        def read():
+            sock.settimeout(0.2)
+            while True:
+                try:
+                    entries.append(sock.recv(1 << 20).decode())
+                except socket.timeout:
+                    if done.is_set():
+                        return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         with open(stderr_path, "w") as stderr:
             st = os.fstat(stderr.fileno())
             env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
             r = subprocess.run([str(daemon), "run", "--config", str(config(tmp_path, acceleration=0))],
                                env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=60)
-        entries = receive_all(sock, 0.5)
+        done.set()
+        reader.join()
     finally:
         sock.close()
         os.unlink(JOURNAL_SOCKET)
