@@ -216,7 +216,7 @@ def test_counters_during_a_replay_match_the_summary(replay_run):
     # Gauges at the end: nothing open, queues empty, every stage returned; no errors.
     assert value(samples, "tweetoscope_collector_open_cascades", stage="collector") == 0
     assert samples["tweetoscope_stage_queue_depth_batches"] and not any(samples["tweetoscope_stage_queue_depth_batches"].values())
-    assert set(dict(ls)["stage"] for ls in samples["tweetoscope_stage_running"]) == {"source", "collector", "estimator", "sink"}
+    assert set(dict(ls)["stage"] for ls in samples["tweetoscope_stage_running"]) == {"source", "collector", "estimator", "predictor", "learner", "sink"}
     assert value(samples, "tweetoscope_stage_errors_total") == 0
     assert value(samples, "tweetoscope_stage_processing_seconds_count", stage="collector") > 0
     assert value(samples, "tweetoscope_build_info") == 1
