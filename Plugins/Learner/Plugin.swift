@@ -92,8 +92,9 @@ final class LearnerStage: Stage {
         let jobs = FitQueue()
         let output = context.output("models")
         let mode = self.mode, parameters = self.parameters
+        let resumed = kept.withLock { $0.take() }
         let fitter = Task {
-            var versions: [Int: Int] = [:]
+            var versions = resumed?.versions ?? [:]
             while let job = await jobs.next() {
                 let clock = ContinuousClock()
                 let start = clock.now
@@ -115,9 +116,10 @@ final class LearnerStage: Stage {
                     context.warnRateLimited("fit_failed", "fit of T_obs=\(job.tObs) failed: \(error)")
                 }
             }
+            return versions
         }
 
-        var windows: [Int: SampleWindow] = [:]
+        var windows = resumed?.windows ?? [:]
         while let batch = await input.next() {
             for message in batch {
                 guard case .sample(let s) = message else {
@@ -148,8 +150,22 @@ final class LearnerStage: Stage {
             }
         }
         jobs.close()
-        await fitter.value
+        let versions = await fitter.value
+        if context.isReloading {
+            // A configuration reload: keep the training windows and model versions for the next run.
+            let paused = PausedLearner(windows: windows, versions: versions)
+            kept.withLock { $0 = paused }
+        }
     }
+
+    /// Training state kept across a configuration reload.
+    private let kept = Mutex<PausedLearner?>(nil)
+}
+
+/// What the learner keeps when a configuration reload stops it.
+struct PausedLearner: Sendable {
+    var windows: [Int: SampleWindow]
+    var versions: [Int: Int]
 }
 
 /// The most recent samples of one window, in a ring buffer.

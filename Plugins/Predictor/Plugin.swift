@@ -126,7 +126,7 @@ final class PredictorStage: Stage {
             }
         }
 
-        var state = RunState(pending: PendingPairs(capacity: maxPending, ttl: pendingTTL))
+        var state = kept.withLock { $0.take() } ?? RunState(pending: PendingPairs(capacity: maxPending, ttl: pendingTTL))
         let properties = context.inputs("properties")
         if properties.count == 1 {
             while let batch = await properties[0].next() {
@@ -150,6 +150,12 @@ final class PredictorStage: Stage {
         // Stop reading models: the learner may still send while the daemon closes our outputs.
         for input in modelInputs { input.detach() }
         _ = reader
+        if context.isReloading {
+            // A configuration reload: keep the waiting pairs and the accuracy tallies for the next run.
+            let paused = state
+            kept.withLock { $0 = paused }
+            return
+        }
 
         let waiting = state.pending.waiting
         if waiting.forecasts > 0 { context.counters.add("pending_forecasts_at_end", waiting.forecasts) }
@@ -164,6 +170,9 @@ final class PredictorStage: Stage {
             }
         }
     }
+
+    /// The run state kept across a configuration reload (the models are kept in `models`).
+    private let kept = Mutex<RunState?>(nil)
 
     /// What the stage keeps between batches.
     struct RunState {
