@@ -13,6 +13,7 @@ struct CollectorTally {
     var opened = 0
     var ended = 0
     var belowMinSize = 0
+    var evicted = 0
 }
 
 /// Messages built while processing one input batch, and whether each port is bound.
@@ -37,6 +38,9 @@ struct CascadeSlot {
     var settled = 0
     /// Bumped each time the slot is freed, so stale entries of `SourceProcessor.order` are recognised.
     var generation: UInt32 = 0
+    /// Engine-wide sequence number of the cascade's latest accepted event (eviction order across
+    /// sources, whose clocks cannot be compared).
+    var touch: UInt64 = 0
     /// Neighbours in the recency list (sorted by last time), -1 for none.
     var older = -1
     var newer = -1
@@ -85,8 +89,22 @@ struct SourceProcessor {
         self.cursors = Array(repeating: 0, count: settings.windows.count)
     }
 
-    /// Processes one event (its time is finite).
-    mutating func process(_ tweet: Tweet, into out: inout CollectorEmission) -> EventOutcome {
+    /// The sequence number of the least recently touched open cascade (the one with the oldest
+    /// last event), nil when none is open.
+    var oldestTouch: UInt64? { oldest >= 0 ? slots[oldest].touch : nil }
+
+    /// Ends the open cascade with the oldest last event as a termination would (series of its
+    /// unsettled windows, sizes, id remembered as ended); returns its id, event count and last time.
+    mutating func evictOldest(into out: inout CollectorEmission) -> (id: CascadeID, events: Int, last: Double)? {
+        guard oldest >= 0 else { return nil }
+        let s = oldest
+        let evicted = (slots[s].id, slots[s].times.count, slots[s].lastTime)
+        end(s, into: &out)
+        return evicted
+    }
+
+    /// Processes one event (its time is finite); `touch` is the engine's sequence number for it.
+    mutating func process(_ tweet: Tweet, touch: UInt64, into out: inout CollectorEmission) -> EventOutcome {
         let now = tweet.time
         if now < clock { return .outOfOrder }
         if now > clock {
@@ -101,6 +119,7 @@ struct SourceProcessor {
             slots[s].times.append(now - slots[s].firstTime)
             slots[s].magnitudes.append(tweet.magnitude)
             slots[s].lastTime = now
+            slots[s].touch = touch
             if s != newest {
                 unlink(s)
                 linkNewest(s)
@@ -116,6 +135,7 @@ struct SourceProcessor {
             slots[s].times.append(0)
             slots[s].magnitudes.append(tweet.magnitude)
             slots[s].settled = 0
+            slots[s].touch = touch
             open[tweet.cascade] = s
             linkNewest(s)
             order.append(s)
@@ -247,14 +267,16 @@ struct CollectorEngine {
     private var lastSource: SourceID = 0
     private var lastIndex = -1
     private var out: CollectorEmission
+    /// Cascades open across all sources.
+    private(set) var openCascades = 0
+    /// Sequence number of the latest event.
+    private var touches: UInt64 = 0
 
     init(settings: CollectorSettings, buildSeries: Bool, buildSizes: Bool) {
         self.settings = settings
         self.out = CollectorEmission(buildSeries: buildSeries, buildSizes: buildSizes)
     }
 
-    /// Cascades open in every source (metrics).
-    var openCascades: Int { processors.reduce(0) { $0 + $1.openCount } }
 
     /// Processes one input batch; output accumulates until ``takeOutput()``.
     mutating func consume(_ batch: [Message], context: StageContext) {
@@ -270,7 +292,11 @@ struct CollectorEngine {
                 continue
             }
             let p = processorIndex(tweet.source)
-            let outcome = processors[p].process(tweet, into: &out)
+            let before = processors[p].openCount
+            touches &+= 1
+            let outcome = processors[p].process(tweet, touch: touches, into: &out)
+            openCascades += processors[p].openCount - before
+            if openCascades > settings.maxOpenCascades { evictOldest(context) }
             switch outcome {
             case .accepted: break
             case .outOfOrder:
@@ -286,6 +312,28 @@ struct CollectorEngine {
     /// Ends every open cascade of every source (end of input).
     mutating func flushAll() {
         for p in processors.indices { processors[p].flush(into: &out) }
+        openCascades = 0
+    }
+
+    /// Ends the open cascade whose last event is the oldest across sources (by arrival), as a
+    /// termination would: counted `evicted`, logged (rate-limited).
+    private mutating func evictOldest(_ context: StageContext) {
+        var victim = -1
+        var oldest = UInt64.max
+        for p in processors.indices {
+            if let touch = processors[p].oldestTouch, touch < oldest {
+                oldest = touch
+                victim = p
+            }
+        }
+        guard victim >= 0, let (id, events, last) = processors[victim].evictOldest(into: &out) else { return }
+        openCascades -= 1
+        out.tally.evicted += 1
+        let source = processors[victim].source
+        context.warnRateLimited(
+            "evicted",
+            "collector: more than max_open_cascades (\(settings.maxOpenCascades)) open cascades: ended cascade \(id) of source \(source) early (\(events) events, last at t=\(last)), as if terminated",
+            metadata: ["cascade": .string(String(id)), "source": .string(String(source))])
     }
 
     /// The messages built since the last call.

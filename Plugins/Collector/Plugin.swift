@@ -42,7 +42,14 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 /// `duplicate_tweet` (`.tweet` for a cascade open or remembered as ended), `invalid_time` (time not
 /// finite), `unexpected_message` (a message other than a tweet). Plain counters: `events` (every
 /// tweet message received, rejected ones included), `cascades_opened`, `cascades_ended`,
-/// `cascades_below_min_size` (ended without a size message).
+/// `cascades_below_min_size` (ended without a size message), `evicted` (see below).
+///
+/// Bounded memory: at most `max_open_cascades` cascades are open at once across all sources.
+/// When a new cascade would exceed it, the open cascade whose latest event arrived first (the
+/// oldest last event; source clocks cannot be compared, so arrival order decides across sources)
+/// ends at once as in step 2 — its unsettled series and its sizes are emitted, its id is
+/// remembered as ended (its later events are `late_event`) — and is counted `evicted`, with a
+/// rate-limited warning.
 ///
 /// End of input: every open cascade of every source ends as in step 2 (sources in the order they
 /// first appeared, within a source oldest last event first), so no series or size is lost.
@@ -80,6 +87,8 @@ final class CollectorStage: Stage {
                        doc: "Minimum number of events (original tweet included) for a series or size to be sent; >= 1"),
             OptionSpec("max_ended_remembered", .int, default: .int(100_000),
                        doc: "Ended cascade ids remembered per source to recognise late events (count); >= 0"),
+            OptionSpec("max_open_cascades", .int, default: .int(1_000_000),
+                       doc: "Most cascades open at once across all sources (count); above it the cascade with the oldest last event (by arrival) ends early as if terminated, counted `evicted`; >= 1"),
         ],
         make: { _, options in try CollectorStage(settings: CollectorSettings(options)) })
 
@@ -136,6 +145,7 @@ final class CollectorStage: Stage {
         if tally.opened > 0 { context.counters.add("cascades_opened", tally.opened) }
         if tally.ended > 0 { context.counters.add("cascades_ended", tally.ended) }
         if tally.belowMinSize > 0 { context.counters.add("cascades_below_min_size", tally.belowMinSize) }
+        if tally.evicted > 0 { context.counters.add("evicted", tally.evicted) }
         let (series, sizes) = engine.takeOutput()
         if let seriesOut, !series.isEmpty { await seriesOut.send(series) }
         if let sizesOut, !sizes.isEmpty { await sizesOut.send(sizes) }
@@ -150,8 +160,11 @@ struct CollectorSettings: Sendable {
     var terminated: Int
     var minCascadeSize: Int
     var maxEndedRemembered: Int
+    /// Most cascades open at once across sources; beyond, the least recently touched one ends.
+    var maxOpenCascades: Int
 
-    init(windows: [Int], terminated: Int, minCascadeSize: Int, maxEndedRemembered: Int) throws {
+    init(windows: [Int], terminated: Int, minCascadeSize: Int, maxEndedRemembered: Int,
+         maxOpenCascades: Int = 1_000_000) throws {
         guard !windows.isEmpty else { throw StageConfigError(option: "windows", "must list at least one window") }
         for w in windows where w <= 0 {
             throw StageConfigError(option: "windows", "window \(w) must be > 0 seconds")
@@ -169,6 +182,10 @@ struct CollectorSettings: Sendable {
         guard maxEndedRemembered >= 0 else {
             throw StageConfigError(option: "max_ended_remembered", "must be >= 0, got \(maxEndedRemembered)")
         }
+        guard maxOpenCascades >= 1 else {
+            throw StageConfigError(option: "max_open_cascades", "must be >= 1, got \(maxOpenCascades)")
+        }
+        self.maxOpenCascades = maxOpenCascades
         self.windows = sorted
         self.terminated = terminated
         self.minCascadeSize = minCascadeSize
@@ -178,6 +195,7 @@ struct CollectorSettings: Sendable {
     init(_ options: StageOptions) throws {
         try self.init(windows: options.ints("windows"), terminated: options.int("terminated"),
                       minCascadeSize: options.int("min_cascade_size"),
-                      maxEndedRemembered: options.int("max_ended_remembered"))
+                      maxEndedRemembered: options.int("max_ended_remembered"),
+                      maxOpenCascades: options.int("max_open_cascades"))
     }
 }

@@ -1,5 +1,7 @@
 // The `file` sink: writes every message of each input stream as one JSON line (the course's wire
-// format) to `<directory>/<stream>.jsonl`. Whole lines only; files are fsynced at the end.
+// format) to `<directory>/<stream>.jsonl`. Whole lines only (each write(2) carries complete lines;
+// a torn last line left by a killed run is cut off when a file is reopened for appending); files
+// are fsynced at the end.
 
 import Glibc
 import Synchronization
@@ -27,8 +29,12 @@ final class LineFile {
     /// Buffered bytes above which the buffer is written out.
     static let flushBytes = 1 << 20
 
+    /// Bytes of a torn last line removed when the file was opened for appending (0: none).
+    private(set) var tornBytesRemoved = 0
+
     init(path: String, append: Bool) throws {
         self.path = path
+        if append { tornBytesRemoved = try Self.truncateTornTail(path) }
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC)
         fd = open(path, flags, 0o644)
         guard fd >= 0 else { throw FileSinkError("cannot open \(path): \(errnoText())") }
@@ -36,6 +42,48 @@ final class LineFile {
     }
 
     deinit { if fd >= 0 { close(fd) } }
+
+    /// Cuts an existing file after its last `\n`: a run killed in the middle of a write may leave
+    /// a torn last line, which appending would glue to the next line. A missing file is fine.
+    /// - Returns: the number of bytes removed.
+    /// - Throws: ``FileSinkError`` naming the path when the file cannot be read or truncated.
+    static func truncateTornTail(_ path: String) throws -> Int {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return 0 }
+            throw FileSinkError("cannot open \(path): \(errnoText())")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileSinkError("cannot stat \(path): \(errnoText())") }
+        let size = Int(st.st_size)
+        guard size > 0, (st.st_mode & S_IFMT) == S_IFREG else { return 0 }
+        // Search backwards, 64 KiB at a time, for the last newline.
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var end = size
+        var keep = 0
+        search: while end > 0 {
+            let start = max(0, end - chunk.count)
+            let want = end - start
+            var got = 0
+            while got < want {
+                let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, want - got, off_t(start + got)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw FileSinkError("cannot read \(path): \(n == 0 ? "file shrank" : errnoText())") }
+                got += n
+            }
+            if end == size && chunk[want - 1] == 0x0A { return 0 }  // ends with a whole line
+            for k in stride(from: want - 1, through: 0, by: -1) where chunk[k] == 0x0A {
+                keep = start + k + 1
+                break search
+            }
+            end = start
+        }
+        guard ftruncate(fd, off_t(keep)) == 0, fsync(fd) == 0 || errno == EINVAL else {
+            throw FileSinkError("cannot truncate \(path): \(errnoText())")
+        }
+        return size - keep
+    }
 
     /// Buffers one line (the JSON value and "\n"); writes the buffer out once it is large.
     func append(_ json: [UInt8]) throws {
@@ -115,8 +163,15 @@ final class FileSink: Stage {
         defer { ranBefore.store(true, ordering: .relaxed) }
         var files: [String: LineFile] = [:]
         for input in context.inputs("streams") where files[input.stream] == nil {
-            files[input.stream] = try LineFile(path: directory + "/" + Self.fileName(input.stream),
-                                               append: append || ranBefore.load(ordering: .relaxed))
+            let file = try LineFile(path: directory + "/" + Self.fileName(input.stream),
+                                    append: append || ranBefore.load(ordering: .relaxed))
+            if file.tornBytesRemoved > 0 {
+                context.counters.add("torn_lines_truncated")
+                context.logger.warning("removed a torn last line left by an interrupted run", metadata: [
+                    "file": .string(file.path), "bytes": .stringConvertible(file.tornBytesRemoved),
+                ])
+            }
+            files[input.stream] = file
         }
         context.logger.info("writing streams", metadata: [
             "directory": .string(directory), "streams": .string(files.keys.sorted().joined(separator: ",")),

@@ -15,8 +15,11 @@ enum DecodeOutcome: Sendable {
 ///
 /// - At least once: a batch's offsets are committed only after the batch was handed to the
 ///   output stream. After a crash, the uncommitted tail is read again (duplicates, never gaps).
-/// - A record that does not decode is counted (`rejected.<reason>`), logged (rate-limited) with
-///   its topic, partition and offset, and skipped (its offset is committed).
+/// - A record that does not decode (or whose value is larger than `max_record_bytes`) is
+///   counted (`rejected.<reason>`: `empty_value`, `oversized` or a ``WireFormatError/reason``),
+///   logged (rate-limited) with its topic, partition and offset, sent as a dead letter to the
+///   optional `rejected` port (`<reason>: <topic>[<partition>]@<offset>: <value>`), and skipped
+///   (its offset is committed).
 /// - A broker that is down is reported (warnings, `kafka_error.*` counters); librdkafka
 ///   reconnects and the stage resumes.
 /// - It ends when the daemon is asked to stop (the last batch is handed over and committed, the
@@ -30,7 +33,11 @@ final class KafkaSource: Stage {
         type: "kafka_source",
         summary: "Reads a Kafka topic in the course's wire format, as a consumer-group member, at least once.",
         inputs: [],
-        outputs: [PortSpec("messages", kinds: Set(MessageKind.allCases), doc: "the decoded records, in batches")],
+        outputs: [
+            PortSpec("messages", kinds: Set(MessageKind.allCases), doc: "the decoded records, in batches"),
+            PortSpec("rejected", kinds: [.log], required: false,
+                     doc: "dead letters: one WARNING log message per rejected record, \"<reason>: <topic>[<partition>]@<offset>: <value, at most 1 KiB>\""),
+        ],
         options: CommonOptions.specs + [
             OptionSpec("group", .string, default: .string("tweetoscoped"),
                        doc: "consumer group: daemons of one group share the topic's partitions"),
@@ -38,6 +45,8 @@ final class KafkaSource: Stage {
                        doc: "where a group without committed offsets starts (auto.offset.reset)"),
             OptionSpec("stop_at_end", .bool, default: .bool(false),
                        doc: "end once every assigned partition is at its end and idle for 1 s (finite runs: tests, benchmarks)"),
+            OptionSpec("max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
+                       doc: "largest record value in bytes; larger ones are rejected as `oversized`; 64 to 1073741824"),
         ],
         make: { _, options in try KafkaSource(options) })
 
@@ -45,6 +54,8 @@ final class KafkaSource: Stage {
     let group: String
     let start: String
     let stopAtEnd: Bool
+    /// Largest record value in bytes.
+    let maxRecordBytes: Int
     let parallelism = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
     init(_ options: StageOptions) throws {
@@ -53,6 +64,11 @@ final class KafkaSource: Stage {
         guard !group.isEmpty else { throw StageConfigError(option: "group", "must not be empty") }
         start = try options.string("start")
         stopAtEnd = try options.bool("stop_at_end")
+        maxRecordBytes = try options.int("max_record_bytes")
+        guard InputLimits.maxRecordBytesRange.contains(maxRecordBytes) else {
+            throw StageConfigError(option: "max_record_bytes",
+                                   "must be within \(InputLimits.maxRecordBytesRange.lowerBound)...\(InputLimits.maxRecordBytesRange.upperBound) bytes, got \(maxRecordBytes)")
+        }
         try CommonOptions.validate(consumerConfig)
     }
 
@@ -65,14 +81,14 @@ final class KafkaSource: Stage {
     /// Decodes every record (the key gives a tweet's source and a window-keyed value's T_obs),
     /// in parallel chunks for large batches (JSON decoding is the source's main cost), keeping
     /// the order.
-    static func decodeAll(_ records: [ConsumedRecord], parallelism: Int) async -> [DecodeOutcome] {
+    static func decodeAll(_ records: [ConsumedRecord], parallelism: Int, maxRecordBytes: Int) async -> [DecodeOutcome] {
         let chunks = records.count >= 1024 ? min(parallelism, records.count / 512) : 1
-        if chunks <= 1 { return records.map(decode) }
+        if chunks <= 1 { return records.map { decode($0, maxRecordBytes: maxRecordBytes) } }
         let size = (records.count + chunks - 1) / chunks
         return await withTaskGroup(of: (Int, [DecodeOutcome]).self) { group in
             for start in stride(from: 0, to: records.count, by: size) {
                 let slice = records[start..<min(start + size, records.count)]
-                group.addTask { (start, slice.map(decode)) }
+                group.addTask { (start, slice.map { decode($0, maxRecordBytes: maxRecordBytes) }) }
             }
             var parts: [(Int, [DecodeOutcome])] = []
             for await part in group { parts.append(part) }
@@ -80,24 +96,21 @@ final class KafkaSource: Stage {
         }
     }
 
-    @Sendable static func decode(_ record: ConsumedRecord) -> DecodeOutcome {
+    /// Decodes one record: `empty_value` without a value, `oversized` above `maxRecordBytes`,
+    /// else the wire format's reasons (``WireFormat/decode(_:key:)``).
+    @Sendable static func decode(_ record: ConsumedRecord, maxRecordBytes: Int) -> DecodeOutcome {
         guard let value = record.value else { return .failure(reason: "empty_value", text: "record without a value") }
+        guard value.count <= maxRecordBytes else {
+            return .failure(reason: RejectReason.oversized,
+                            text: "value of \(value.count) bytes is larger than max_record_bytes (\(maxRecordBytes))")
+        }
         do {
             return .message(try WireFormat.decode(value, key: record.key.map { String(decoding: $0, as: UTF8.self) }))
         } catch let error as WireFormatError {
-            return .failure(reason: reason(error), text: "\(error)")
+            return .failure(reason: error.reason, text: "\(error)")
         } catch {
-            return .failure(reason: "invalid_field", text: "\(error)")
+            return .failure(reason: RejectReason.invalidField, text: "\(error)")
         }
-    }
-
-    /// A short counter name for a record that does not decode.
-    static func reason(_ error: WireFormatError) -> String {
-        let d = error.description
-        if d.hasPrefix("invalid JSON") { return "invalid_json" }
-        if d.hasPrefix("unknown message type") { return "unknown_type" }
-        if d.hasSuffix(": missing") { return "missing_field" }
-        return "invalid_field"
     }
 
     func run(_ context: StageContext) async throws {
@@ -112,6 +125,7 @@ final class KafkaSource: Stage {
         ])
 
         let lag = LagGauges(context)
+        let rejected = RejectedRecords(context)
         var handed: [TopicPartition: Int64] = [:]  // next offset to read, per partition handed over
         var ends: [TopicPartition: Int64] = [:]    // partitions at their end, with the end offset
         var idleSince: ContinuousClock.Instant?
@@ -130,17 +144,18 @@ final class KafkaSource: Stage {
                 offsets[record.topicPartition] = max(offsets[record.topicPartition] ?? 0, record.offset + 1)
             }
             let began = ContinuousClock.now
-            let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism)
+            let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism, maxRecordBytes: maxRecordBytes)
             for (record, outcome) in zip(polled.records, outcomes) {
                 switch outcome {
                 case .message(let m): batch.append(m)
-                case .failure(let reason, let text): skip(context, record, reason, text)
+                case .failure(let reason, let text): skip(rejected, record, reason, text)
                 }
             }
             if !polled.records.isEmpty { context.recordProcessing(since: began) }
             lag.update(consumer.lag(), assigned: consumer.assignment)
             context.counters.add("records", polled.records.count)
             if !batch.isEmpty { await output.send(batch) }
+            await rejected.flush()
             if !offsets.isEmpty {
                 // Handed over: now the offsets may be committed (asynchronously; a failure is
                 // reported and the next commit covers it).
@@ -190,12 +205,17 @@ final class KafkaSource: Stage {
         ])
     }
 
-    private func skip(_ context: StageContext, _ record: ConsumedRecord, _ reason: String, _ message: String) {
-        context.counters.reject(reason)
-        context.warnRateLimited(reason, "skipping a kafka record: \(message)", metadata: [
+    /// Reports a record that does not decode (location `topic[partition]@offset`).
+    private func skip(_ rejected: RejectedRecords, _ record: ConsumedRecord, _ reason: String, _ message: String) {
+        let location = "\(record.topic)[\(record.partition)]@\(record.offset)"
+        let metadata: Logger.Metadata = [
             "topic": .string(record.topic), "partition": .stringConvertible(record.partition),
             "offset": .stringConvertible(record.offset),
-        ])
+        ]
+        let raw = record.value ?? []
+        raw.withUnsafeBufferPointer {
+            rejected.reject(reason, location: location, detail: "skipping a kafka record: \(message)", raw: $0, metadata: metadata)
+        }
     }
 }
 

@@ -60,234 +60,343 @@ struct Dataset: Sendable {
     }
 }
 
-/// Reports one skipped record: counted as `rejected.<reason>` and logged (rate-limited) with file:line.
-struct Rejecter {
-    let context: StageContext
-    let path: String
-
-    func callAsFunction(_ reason: String, line: Int, _ message: String) {
-        context.counters.reject(reason)
-        context.warnRateLimited(reason, "\(path):\(line): \(message); row skipped")
-    }
+/// A parser fed line by line (``LongFormatParser``, ``CourseRowsParser``, ``CourseIndexParser``).
+protocol LineParser {
+    /// Parses one line, reporting a rejected record to `reject`.
+    /// - Throws: ``ReplayError`` for a problem that stops the source (a bad header...).
+    mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws
 }
 
-enum DatasetLoader {
-    /// Largest accepted event time in seconds (about 31,700 years): keeps every source-clock
-    /// time finite whatever the data.
-    static let maxTime = 1e12
+/// A record rejected while parsing: why, where, the raw record (valid during the callback only).
+struct Rejection {
+    /// The counter suffix (``RejectReason`` or a replay-specific name).
+    var reason: String
+    /// The file and its 1-based line.
+    var file: String
+    var line: Int
+    /// What is wrong, for the log.
+    var detail: String
+    /// The record's bytes (for an oversized line, its first bytes).
+    var raw: UnsafeBufferPointer<UInt8>
+}
 
-    /// Loads a long-format file: header `cascade,t,m`, rows contiguous per cascade.
-    static func loadLong(path: String, context: StageContext) throws -> Dataset {
-        let file = try ByteFile(path: path)
-        let reject = Rejecter(context: context, path: path)
-        var data = Dataset()
-        var seen = Set<CascadeID>()
-        var current: CascadeID? = nil
-        var lastTime = 0.0
-        var fields: [UnsafeBufferPointer<UInt8>] = []
+/// Whether a data line is valid UTF-8 (lines are almost always ASCII: checked byte-wise first).
+@inline(__always)
+private func isUTF8(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+    for b in line where b >= 0x80 { return UTF8Validation.isValid(line) }
+    return true
+}
+
+/// Checks an event's time and magnitude (finite already): the reason and detail of a problem.
+@inline(__always)
+private func eventProblem(time t: Double, magnitude m: Double, timeText: String = "time")
+    -> (reason: String, detail: String)?
+{
+    if t < 0 { return (RejectReason.negative, "negative \(timeText) \(t)") }
+    if m < 0 { return (RejectReason.negative, "negative magnitude \(m)") }
+    if t > InputLimits.maxTime { return (RejectReason.outOfRange, "\(timeText) \(t) s is beyond \(InputLimits.maxTime) s") }
+    if m > InputLimits.maxMagnitude { return (RejectReason.outOfRange, "magnitude \(m) is beyond \(InputLimits.maxMagnitude)") }
+    return nil
+}
+
+/// Parses a long-format file line by line: header `cascade,t,m`, rows contiguous per cascade,
+/// times non-decreasing within a cascade. Bad rows are reported and skipped: `oversized`,
+/// `invalid_utf8`, `invalid_csv` (not 3 fields), `wrong_type`, `non_finite`, `out_of_range`
+/// (cascade id beyond 64 bits, time or magnitude above ``InputLimits``), `negative`,
+/// `not_contiguous` (a cascade resumed after another one), `out_of_order` (time before the
+/// previous row of the cascade). Blank lines are ignored.
+struct LongFormatParser: LineParser {
+    let path: String
+    private var data = Dataset()
+    private var seen = Set<CascadeID>()
+    private var current: CascadeID? = nil
+    private var lastTime = 0.0
+    private var fields: [UnsafeBufferPointer<UInt8>] = []
+    private var headerChecked = false
+
+    init(path: String) {
+        self.path = path
         fields.reserveCapacity(3)
-        var headerChecked = false
-        try forEachLine(of: file) { line, number in
-            if !headerChecked {
-                let header = text(line).filter { $0 != " " && $0 != "\t" }
-                guard header == "cascade,t,m" else {
-                    throw ReplayError("\(path):1: expected the header \"cascade,t,m\", found \(String(text(line).prefix(80)).debugDescription)")
-                }
-                headerChecked = true
-                return true
-            }
-            if isBlank(line) { return true }
-            let commas = splitFields(line, into: &fields, max: 3)
-            guard commas == 2 else {
-                reject("field_count", line: number, "expected 3 fields, found \(commas + 1)")
-                return true
-            }
-            let id: CascadeID, t: Double, m: Double
-            do throws(NumberProblem) {
-                id = try parseInt(fields[0])
-                t = try parseDouble(fields[1])
-                m = try parseDouble(fields[2])
-            } catch {
-                reject(error.reason, line: number, "cascade, t and m must be finite numbers (cascade an integer)")
-                return true
-            }
-            guard t >= 0, m >= 0 else {
-                reject("negative", line: number, "negative \(t < 0 ? "time \(t)" : "magnitude \(m)")")
-                return true
-            }
-            guard t <= maxTime else {
-                reject("too_large", line: number, "time \(t) s is beyond \(maxTime) s")
-                return true
-            }
-            if id != current {
-                guard !seen.contains(id) else {
-                    reject("not_contiguous", line: number, "cascade \(id) continues after another cascade")
-                    return true
-                }
-                if current != nil { data.ends.append(data.times.count) }
-                seen.insert(id)
-                data.ids.append(id)
-                data.starts.append(data.times.count)
-                current = id
-            } else if t < lastTime {
-                reject("time_backwards", line: number, "time \(t) before \(lastTime) in cascade \(id)")
-                return true
-            }
-            lastTime = t
-            data.times.append(t)
-            data.magnitudes.append(m)
-            return true
+    }
+
+    /// Parses one line. - Throws: ``ReplayError`` for a first line that is not the header.
+    mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
+        let bytes = line.bytes
+        func skip(_ reason: String, _ detail: String) {
+            reject(Rejection(reason: reason, file: path, line: line.number, detail: detail, raw: bytes))
         }
+        if !headerChecked {
+            let header = text(bytes).filter { $0 != " " && $0 != "\t" }
+            guard !line.oversized, header == "cascade,t,m" else {
+                throw ReplayError("\(path):1: expected the header \"cascade,t,m\", found \(String(text(bytes).prefix(80)).debugDescription)")
+            }
+            headerChecked = true
+            return
+        }
+        if line.oversized { return skip(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes") }
+        if isBlank(bytes) { return }
+        guard isUTF8(bytes) else { return skip(RejectReason.invalidUTF8, "invalid UTF-8") }
+        let commas = splitFields(bytes, into: &fields, max: 3)
+        guard commas == 2 else { return skip(RejectReason.invalidCSV, "expected 3 fields, found \(commas + 1)") }
+        let id: CascadeID, t: Double, m: Double
+        do throws(NumberProblem) {
+            id = try parseInt(fields[0])
+            t = try parseDouble(fields[1])
+            m = try parseDouble(fields[2])
+        } catch {
+            return skip(error.reason, "cascade, t and m must be finite numbers (cascade an integer)")
+        }
+        if let (reason, detail) = eventProblem(time: t, magnitude: m) { return skip(reason, detail) }
+        if id != current {
+            guard !seen.contains(id) else { return skip("not_contiguous", "cascade \(id) continues after another cascade") }
+            if current != nil { data.ends.append(data.times.count) }
+            seen.insert(id)
+            data.ids.append(id)
+            data.starts.append(data.times.count)
+            current = id
+        } else if t < lastTime {
+            return skip(RejectReason.outOfOrder, "time \(t) before \(lastTime) in cascade \(id)")
+        }
+        lastTime = t
+        data.times.append(t)
+        data.magnitudes.append(m)
+    }
+
+    /// The dataset. - Throws: ``ReplayError`` for an empty file (no header).
+    mutating func finish() throws -> Dataset {
         guard headerChecked else { throw ReplayError("\(path):1: empty file, expected the header \"cascade,t,m\"") }
         if current != nil { data.ends.append(data.times.count) }
         data.events = data.times.count
+        current = nil
         return data
     }
+}
 
-    /// Loads the course's pair of files. Times are rounded to whole seconds:
-    /// round(time × secondsPerTimeUnit) (half up, as the course generator).
-    static func loadCourse(path: String, index: String, secondsPerTimeUnit: Double,
-                           context: StageContext) throws -> Dataset {
-        var data = try loadCourseRows(path: path, secondsPerTimeUnit: secondsPerTimeUnit, context: context)
-        let rows = data.times.count
-        let file = try ByteFile(path: index)
-        let reject = Rejecter(context: context, path: index)
-        let rowReject = Rejecter(context: context, path: path)
-        // One bit per data row: rows already owned by an accepted cascade.
-        var used = [UInt64](repeating: 0, count: rows / 64 + 1)
-        var fields: [UnsafeBufferPointer<UInt8>] = []
-        var headerChecked = false
-        var position: CascadeID = -1
-        try forEachLine(of: file) { line, number in
-            if !headerChecked {
-                let header = text(line)
-                guard header.utf8.count(where: { $0 == 0x2C }) == 1 else {
-                    throw ReplayError("\(index):1: expected the header \"start_ind,end_ind\", found \(String(header.prefix(80)).debugDescription)")
-                }
-                headerChecked = true
-                return true
-            }
-            if isBlank(line) { return true }
-            position += 1
-            let commas = splitFields(line, into: &fields, max: 2)
-            guard commas == 1 else {
-                reject("field_count", line: number, "expected 2 fields, found \(commas + 1)")
-                return true
-            }
-            let first: Int64, last: Int64
-            do throws(NumberProblem) {
-                first = try parseInt(fields[0])
-                last = try parseInt(fields[1])
-            } catch {
-                reject(error.reason, line: number, "start_ind and end_ind must be integers")
-                return true
-            }
-            guard first >= 1, last >= first, last <= Int64(rows) else {
-                reject("index_range", line: number, "range \(first)...\(last) is not within rows 1...\(rows)")
-                return true
-            }
-            let lo = Int(first) - 1, hi = Int(last)  // half-open, 0-based
-            if rangeIsUsed(used, lo, hi) {
-                reject("index_overlap", line: number, "range \(first)...\(last) overlaps an earlier cascade")
-                return true
-            }
-            markUsed(&used, lo, hi)
-            // Times must not decrease within the cascade; rows breaking that are dropped.
-            var count = 0
-            var lastTime = -Double.infinity
-            for r in lo..<hi where !data.times[r].isNaN {
-                if data.times[r] < lastTime {
-                    rowReject("time_backwards", line: r + 2,
-                              "time \(data.times[r]) before \(lastTime) in the cascade of \(index):\(number)")
-                    data.times[r] = .nan
-                    continue
-                }
-                lastTime = data.times[r]
-                count += 1
-            }
-            guard count > 0 else {
-                reject("empty_cascade", line: number, "every row of range \(first)...\(last) was rejected")
-                return true
-            }
-            data.ids.append(position)
-            data.starts.append(lo)
-            data.ends.append(hi)
-            data.events += count
-            return true
-        }
-        guard headerChecked else { throw ReplayError("\(index):1: empty file, expected the header \"start_ind,end_ind\"") }
-        return data
-    }
+/// Parses the rows of a course data file (`time,magnitude[,msg]`) line by line. Every line after
+/// the header is a row (the index addresses rows by number): a rejected row is kept with a NaN
+/// time. Times are rounded to whole seconds: round(time × secondsPerTimeUnit), half up (as the
+/// course generator). Reasons: `oversized`, `invalid_utf8`, `invalid_csv`, `wrong_type`,
+/// `non_finite`, `negative`, `out_of_range`.
+struct CourseRowsParser: LineParser {
+    let path: String
+    let secondsPerTimeUnit: Double
+    private var data = Dataset()
+    private var fields: [UnsafeBufferPointer<UInt8>] = []
+    private var columns = 0
 
-    /// The rows of a course data file; rejected rows get a NaN time.
-    private static func loadCourseRows(path: String, secondsPerTimeUnit: Double,
-                                       context: StageContext) throws -> Dataset {
-        let file = try ByteFile(path: path)
-        let reject = Rejecter(context: context, path: path)
-        var data = Dataset()
-        var fields: [UnsafeBufferPointer<UInt8>] = []
+    init(path: String, secondsPerTimeUnit: Double) {
+        self.path = path
+        self.secondsPerTimeUnit = secondsPerTimeUnit
         fields.reserveCapacity(3)
-        var columns = 0
-        func dropRow() {
-            data.times.append(.nan)
-            data.magnitudes.append(0)
-            if columns == 3 { data.messageOffsets.append(UInt32(truncatingIfNeeded: data.messagePool.count)) }
+    }
+
+    private mutating func dropRow() {
+        data.times.append(.nan)
+        data.magnitudes.append(0)
+        if columns == 3 { data.messageOffsets.append(UInt32(truncatingIfNeeded: data.messagePool.count)) }
+    }
+
+    /// Parses one line. - Throws: ``ReplayError`` for a bad header, or a message column beyond 4 GiB.
+    mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
+        let bytes = line.bytes
+        if columns == 0 {
+            let header = text(bytes)
+            let commas = header.utf8.count(where: { $0 == 0x2C })
+            guard !line.oversized, commas == 1 || commas == 2 else {
+                throw ReplayError("\(path):1: expected a header with 1 or 2 commas (time,magnitude[,msg]), found \(String(header.prefix(80)).debugDescription)")
+            }
+            columns = commas + 1
+            if columns == 3 { data.messageOffsets.append(0) }
+            return
         }
-        try forEachLine(of: file) { line, number in
-            if columns == 0 {
-                let header = text(line)
-                let commas = header.utf8.count(where: { $0 == 0x2C })
-                guard commas == 1 || commas == 2 else {
-                    throw ReplayError("\(path):1: expected a header with 1 or 2 commas (time,magnitude[,msg]), found \(String(header.prefix(80)).debugDescription)")
-                }
-                columns = commas + 1
-                if columns == 3 { data.messageOffsets.append(0) }
-                return true
-            }
-            // Every line is a row: the index addresses rows by their number.
-            let commas = splitFields(line, into: &fields, max: columns)
-            guard columns == 3 ? commas >= 2 : commas == 1 else {
-                reject("field_count", line: number, "expected \(columns) fields, found \(isBlank(line) ? 0 : commas + 1)")
-                dropRow()
-                return true
-            }
-            let t: Double, m: Double
-            do throws(NumberProblem) {
-                t = try parseDouble(fields[0])
-                m = try parseDouble(fields[1])
-            } catch {
-                reject(error.reason, line: number, "time and magnitude must be finite numbers")
-                dropRow()
-                return true
-            }
-            guard t >= 0, m >= 0 else {
-                reject("negative", line: number, "negative \(t < 0 ? "time \(t)" : "magnitude \(m)")")
-                dropRow()
-                return true
-            }
-            let seconds = (t * secondsPerTimeUnit + 0.5).rounded(.down)
-            guard seconds <= maxTime else {
-                reject("too_large", line: number, "time \(t) × seconds_per_time_unit is beyond \(maxTime) s")
-                dropRow()
-                return true
-            }
-            data.times.append(seconds)
-            data.magnitudes.append(m)
-            if columns == 3 {
-                appendMessage(trimmed(fields[2]), to: &data.messagePool)
-                guard data.messagePool.count <= Int(UInt32.max) else {
-                    throw ReplayError("\(path):\(number): the message column exceeds 4 GiB")
-                }
-                data.messageOffsets.append(UInt32(data.messagePool.count))
-            }
-            return true
+        func skip(_ reason: String, _ detail: String) {
+            reject(Rejection(reason: reason, file: path, line: line.number, detail: detail, raw: bytes))
+            dropRow()
         }
+        if line.oversized { return skip(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes") }
+        guard isUTF8(bytes) else { return skip(RejectReason.invalidUTF8, "invalid UTF-8") }
+        let commas = splitFields(bytes, into: &fields, max: columns)
+        guard columns == 3 ? commas >= 2 : commas == 1 else {
+            return skip(RejectReason.invalidCSV, "expected \(columns) fields, found \(isBlank(bytes) ? 0 : commas + 1)")
+        }
+        let t: Double, m: Double
+        do throws(NumberProblem) {
+            t = try parseDouble(fields[0])
+            m = try parseDouble(fields[1])
+        } catch {
+            return skip(error.reason, "time and magnitude must be finite numbers")
+        }
+        let seconds = (t * secondsPerTimeUnit + 0.5).rounded(.down)
+        if t < 0 || m < 0 { return skip(RejectReason.negative, "negative \(t < 0 ? "time \(t)" : "magnitude \(m)")") }
+        guard seconds.isFinite else { return skip(RejectReason.outOfRange, "time \(t) × seconds_per_time_unit is not finite") }
+        if let (reason, detail) = eventProblem(time: seconds, magnitude: m, timeText: "time \(t) × seconds_per_time_unit =") {
+            return skip(reason, detail)
+        }
+        data.times.append(seconds)
+        data.magnitudes.append(m)
+        if columns == 3 {
+            DatasetLoader.appendMessage(trimmed(fields[2]), to: &data.messagePool)
+            guard data.messagePool.count <= Int(UInt32.max) else {
+                throw ReplayError("\(path):\(line.number): the message column exceeds 4 GiB")
+            }
+            data.messageOffsets.append(UInt32(data.messagePool.count))
+        }
+    }
+
+    /// The rows. - Throws: ``ReplayError`` for an empty file (no header).
+    func finish() throws -> Dataset {
         guard columns > 0 else { throw ReplayError("\(path):1: empty file, expected the header time,magnitude[,msg]") }
         return data
     }
+}
+
+/// Parses a course index file (`start_ind,end_ind`: 1-based inclusive row ranges of the data
+/// file) over the rows of ``CourseRowsParser``; each accepted range is a cascade whose id is its
+/// position among the index rows. Reasons: `oversized`, `invalid_csv`, `wrong_type`,
+/// `out_of_range`, `index_range` (outside the data rows), `index_overlap` (rows of an earlier
+/// cascade), `empty_cascade` (every row rejected); data rows whose time is before the previous
+/// kept row of their cascade are dropped as `out_of_order` (reported at the data file's line,
+/// with the row's parsed values as its record).
+struct CourseIndexParser: LineParser {
+    let path: String
+    let dataPath: String
+    private var data: Dataset
+    private let rows: Int
+    /// One bit per data row: rows already owned by an accepted cascade.
+    private var used: [UInt64]
+    private var fields: [UnsafeBufferPointer<UInt8>] = []
+    private var headerChecked = false
+    private var position: CascadeID = -1
+
+    init(path: String, dataPath: String, rows data: Dataset) {
+        self.path = path
+        self.dataPath = dataPath
+        self.data = data
+        rows = data.times.count
+        used = [UInt64](repeating: 0, count: rows / 64 + 1)
+    }
+
+    /// Parses one line. - Throws: ``ReplayError`` for a bad header.
+    mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
+        let bytes = line.bytes
+        if !headerChecked {
+            let header = text(bytes)
+            guard !line.oversized, header.utf8.count(where: { $0 == 0x2C }) == 1 else {
+                throw ReplayError("\(path):1: expected the header \"start_ind,end_ind\", found \(String(header.prefix(80)).debugDescription)")
+            }
+            headerChecked = true
+            return
+        }
+        func skip(_ reason: String, _ detail: String) {
+            reject(Rejection(reason: reason, file: path, line: line.number, detail: detail, raw: bytes))
+        }
+        if line.oversized {
+            position += 1
+            return skip(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes")
+        }
+        if isBlank(bytes) { return }
+        position += 1
+        let commas = splitFields(bytes, into: &fields, max: 2)
+        guard commas == 1 else { return skip(RejectReason.invalidCSV, "expected 2 fields, found \(commas + 1)") }
+        let first: Int64, last: Int64
+        do throws(NumberProblem) {
+            first = try parseInt(fields[0])
+            last = try parseInt(fields[1])
+        } catch {
+            return skip(error.reason, "start_ind and end_ind must be integers")
+        }
+        guard first >= 1, last >= first, last <= Int64(rows) else {
+            return skip("index_range", "range \(first)...\(last) is not within rows 1...\(rows)")
+        }
+        let lo = Int(first) - 1, hi = Int(last)  // half-open, 0-based
+        if DatasetLoader.rangeIsUsed(used, lo, hi) {
+            return skip("index_overlap", "range \(first)...\(last) overlaps an earlier cascade")
+        }
+        DatasetLoader.markUsed(&used, lo, hi)
+        // Times must not decrease within the cascade; rows breaking that are dropped.
+        var count = 0
+        var lastTime = -Double.infinity
+        for r in lo..<hi where !data.times[r].isNaN {
+            if data.times[r] < lastTime {
+                var record = "\(data.times[r]),\(data.magnitudes[r])"
+                record.withUTF8 { raw in
+                    reject(Rejection(reason: RejectReason.outOfOrder, file: dataPath, line: r + 2,
+                                     detail: "time \(data.times[r]) before \(lastTime) in the cascade of \(path):\(line.number)",
+                                     raw: raw))
+                }
+                data.times[r] = .nan
+                continue
+            }
+            lastTime = data.times[r]
+            count += 1
+        }
+        guard count > 0 else { return skip("empty_cascade", "every row of range \(first)...\(last) was rejected") }
+        data.ids.append(position)
+        data.starts.append(lo)
+        data.ends.append(hi)
+        data.events += count
+    }
+
+    /// The dataset. - Throws: ``ReplayError`` for an empty index file (no header).
+    func finish() throws -> Dataset {
+        guard headerChecked else { throw ReplayError("\(path):1: empty file, expected the header \"start_ind,end_ind\"") }
+        return data
+    }
+}
+
+/// Loads datasets from files, reporting the rejected rows to a ``RejectedRecords`` (counted,
+/// logged, dead letters flushed at least every ``RejectedRecords/flushThreshold`` rows).
+enum DatasetLoader {
+    /// Loads a long-format file (see ``LongFormatParser``).
+    /// - Throws: ``ReplayError`` for I/O errors, a bad header, an empty file.
+    static func loadLong(path: String, maxRecordBytes: Int, rejected: RejectedRecords) async throws -> Dataset {
+        var parser = LongFormatParser(path: path)
+        try await parse(path, maxRecordBytes, rejected, &parser)
+        return try parser.finish()
+    }
+
+    /// Loads the course's pair of files (see ``CourseRowsParser`` and ``CourseIndexParser``).
+    /// - Throws: ``ReplayError`` for I/O errors, bad headers, empty files.
+    static func loadCourse(path: String, index: String, secondsPerTimeUnit: Double, maxRecordBytes: Int,
+                           rejected: RejectedRecords) async throws -> Dataset {
+        var rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)
+        try await parse(path, maxRecordBytes, rejected, &rows)
+        var cascades = CourseIndexParser(path: index, dataPath: path, rows: try rows.finish())
+        rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)  // frees the rows' copy
+        try await parse(index, maxRecordBytes, rejected, &cascades)
+        return try cascades.finish()
+    }
+
+    /// Feeds every line of `path` to `parser`, reporting rejections, flushing dead letters.
+    private static func parse<P: LineParser>(_ path: String, _ maxRecordBytes: Int, _ rejected: RejectedRecords,
+                                             _ parser: inout P) async throws {
+        var reader = LineReader(try ByteFile(path: path), maxLineBytes: maxRecordBytes)
+        var more = true
+        while more {
+            more = try parseSome(&reader, rejected, &parser)
+            await rejected.flush()
+        }
+    }
+
+    /// Parses lines until the end of the input (returns false) or until the dead letters need a
+    /// flush (returns true; checked every 256 lines). Synchronous and specialized, so that the
+    /// hot loop stays tight.
+    @inline(never)
+    private static func parseSome<P: LineParser>(_ reader: inout LineReader, _ rejected: RejectedRecords,
+                                                 _ parser: inout P) throws -> Bool {
+        // Unowned: the caller keeps `rejected` alive; this saves a retain and release per line.
+        unowned(unsafe) let sink = rejected
+        while let line = try reader.next() {
+            try parser.consume(line) { r in
+                sink.reject(r.reason, location: "\(r.file):\(r.line)", detail: r.detail, raw: r.raw)
+            }
+            if line.number & 255 == 0 && rejected.needsFlush { return true }
+        }
+        return false
+    }
 
     /// Appends a message field, unquoting a CSV-quoted value (`"a ""b"""` → `a "b"`).
-    private static func appendMessage(_ field: UnsafeBufferPointer<UInt8>, to pool: inout [UInt8]) {
+    static func appendMessage(_ field: UnsafeBufferPointer<UInt8>, to pool: inout [UInt8]) {
         guard field.count >= 2, field.first == 0x22, field.last == 0x22 else {
             pool.append(contentsOf: field)
             return
@@ -300,7 +409,7 @@ enum DatasetLoader {
         }
     }
 
-    private static func rangeIsUsed(_ bits: [UInt64], _ lo: Int, _ hi: Int) -> Bool {
+    static func rangeIsUsed(_ bits: [UInt64], _ lo: Int, _ hi: Int) -> Bool {
         var r = lo
         while r < hi {
             if r & 63 == 0 && hi - r >= 64 {
@@ -314,7 +423,7 @@ enum DatasetLoader {
         return false
     }
 
-    private static func markUsed(_ bits: inout [UInt64], _ lo: Int, _ hi: Int) {
+    static func markUsed(_ bits: inout [UInt64], _ lo: Int, _ hi: Int) {
         var r = lo
         while r < hi {
             if r & 63 == 0 && hi - r >= 64 {

@@ -3,6 +3,7 @@
 
 import CZlib
 import Glibc
+import TweetoscopeCore
 
 /// An I/O or format error that stops a source; the message names the file (and line).
 struct ReplayError: Error, CustomStringConvertible, Sendable {
@@ -83,62 +84,150 @@ final class ByteFile {
     }
 }
 
-/// Calls `body(line, number)` for every line of the file (1-based numbers), without the line
-/// terminator (`\n` or `\r\n`). The last line may lack its `\n`. `body` returns false to stop.
-func forEachLine(of file: ByteFile,
-                 _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> Bool) throws {
-    var capacity = 1 << 20
-    var buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
-    defer { buffer.deallocate() }
-    var start = 0, end = 0, lineNumber = 0
-    var eof = false
-    while true {
-        // Every complete line in [start, end).
-        while start < end {
-            let base = buffer.assumingMemoryBound(to: UInt8.self)
-            guard let nl = memchr(base + start, 0x0A, end - start) else { break }
-            let stop = nl.assumingMemoryBound(to: UInt8.self) - base
-            var lineEnd = stop
-            if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-            lineNumber += 1
-            if try !body(UnsafeBufferPointer(start: base + start, count: lineEnd - start), lineNumber) { return }
-            start = stop + 1
-        }
-        if eof {
+/// Something that reads bytes: a file (``ByteFile``), or memory in the fuzz targets.
+protocol ByteSource: AnyObject {
+    /// Reads up to `count` bytes into `buffer`; 0 at the end of the input.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int
+}
+
+extension ByteFile: ByteSource {}
+
+/// One line of a ``LineReader``: its bytes without the terminator (`\n` or `\r\n`) and its
+/// 1-based number. A line longer than the reader's limit is `oversized`: `bytes` then holds only
+/// its first ``LineReader/prefixBytes`` bytes and `length` its full length.
+struct Line {
+    var bytes: UnsafeBufferPointer<UInt8>
+    var number: Int
+    var length: Int
+    var oversized: Bool
+}
+
+/// Reads a byte source line by line, in bounded memory: a line longer than `maxLineBytes`
+/// (terminator excluded) is skipped as it streams by (only its first bytes are kept) and reported
+/// as oversized, so one endless line cannot exhaust memory.
+struct LineReader: ~Copyable {
+    /// Bytes kept of an oversized line (for the log and the dead letter): one more than a dead
+    /// letter keeps, so that the dead letter shows the record was cut.
+    static let prefixBytes = DeadLetter.maxRawBytes + 1
+
+    private let source: any ByteSource
+    let maxLineBytes: Int
+    private let chunk: Int
+    private var buffer: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    private var start = 0, end = 0
+    private var eof = false
+    private var number = 0
+    /// Skipping the rest of an oversized line: its first bytes and its length so far.
+    private var skipping = false
+    private let prefix: UnsafeMutablePointer<UInt8>
+    private var prefixCount = 0
+    private var skipped = 0
+
+    /// - Parameters:
+    ///   - maxLineBytes: longest accepted line in bytes, terminator excluded (>= 1).
+    ///   - chunk: bytes read at a time (the buffer grows up to about 2 × `maxLineBytes` for
+    ///     longer lines).
+    init(_ source: any ByteSource, maxLineBytes: Int, chunk: Int = 1 << 20) {
+        precondition(maxLineBytes >= 1 && chunk >= 1)
+        self.source = source
+        self.maxLineBytes = maxLineBytes
+        self.chunk = chunk
+        capacity = chunk
+        buffer = .allocate(capacity: capacity)
+        prefix = .allocate(capacity: Self.prefixBytes)
+    }
+
+    deinit {
+        buffer.deallocate()
+        prefix.deallocate()
+    }
+
+    /// The next line, or nil at the end of the input. The bytes stay valid until the next call.
+    mutating func next() throws -> Line? {
+        while true {
             if start < end {
-                let base = buffer.assumingMemoryBound(to: UInt8.self)
-                var lineEnd = end
-                if base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                lineNumber += 1
-                _ = try body(UnsafeBufferPointer(start: base + start, count: lineEnd - start), lineNumber)
+                if let nl = memchr(buffer + start, 0x0A, end - start) {
+                    let stop = nl.assumingMemoryBound(to: UInt8.self) - buffer
+                    if skipping {
+                        skipped += stop - start
+                        start = stop + 1
+                        return endSkip()
+                    }
+                    let s = start
+                    start = stop + 1
+                    return line(from: s, to: stop)
+                }
+                if skipping {
+                    skipped += end - start
+                    start = end
+                } else if end - start > max(maxLineBytes + 1, Self.prefixBytes) {  // + 1: a final \r does not count
+                    skipping = true
+                    prefixCount = min(Self.prefixBytes, end - start)
+                    prefix.update(from: buffer + start, count: prefixCount)
+                    skipped = end - start
+                    start = end
+                }
             }
-            return
+            if eof {
+                if skipping { return endSkip() }
+                if start < end {
+                    let s = start
+                    start = end
+                    return line(from: s, to: end)
+                }
+                return nil
+            }
+            // Keep the partial line at the front, grow for a line longer than the buffer, refill.
+            if start > 0 {
+                if end > start { memmove(buffer, buffer + start, end - start) }
+                end -= start
+                start = 0
+            }
+            if end == capacity {
+                let bigger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity * 2)
+                bigger.update(from: buffer, count: end)
+                buffer.deallocate()
+                buffer = bigger
+                capacity *= 2
+            }
+            let n = try source.read(into: buffer + end, count: capacity - end)
+            if n == 0 { eof = true } else { end += n }
         }
-        // Keep the partial line at the front, grow for lines longer than the buffer, refill.
-        if start > 0 {
-            if end > start { memmove(buffer, buffer + start, end - start) }
-            end -= start
-            start = 0
+    }
+
+    /// The line in `buffer[s..<stop]` (stop = its `\n` or the end of the input).
+    @inline(__always)
+    private mutating func line(from s: Int, to stop: Int) -> Line {
+        var lineEnd = stop
+        if lineEnd > s && buffer[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+        number += 1
+        let length = lineEnd - s
+        if length > maxLineBytes {
+            return Line(bytes: UnsafeBufferPointer(start: buffer + s, count: min(length, Self.prefixBytes)), number: number,
+                        length: length, oversized: true)
         }
-        if end == capacity {
-            let bigger = UnsafeMutableRawPointer.allocate(byteCount: capacity * 2, alignment: 16)
-            bigger.copyMemory(from: buffer, byteCount: end)
-            buffer.deallocate()
-            buffer = bigger
-            capacity *= 2
-        }
-        let n = try file.read(into: buffer + end, count: capacity - end)
-        if n == 0 { eof = true } else { end += n }
+        return Line(bytes: UnsafeBufferPointer(start: buffer + s, count: length), number: number,
+                    length: length, oversized: false)
+    }
+
+    private mutating func endSkip() -> Line {
+        skipping = false
+        number += 1
+        return Line(bytes: UnsafeBufferPointer(start: prefix, count: prefixCount), number: number,
+                    length: skipped, oversized: true)
     }
 }
 
 /// Why a field did not parse as a number.
 enum NumberProblem: Error {
-    case notANumber, nonFinite
+    case notANumber, nonFinite, outOfRange
+    /// The rejection reason: `wrong_type`, `non_finite` or `out_of_range`.
     var reason: String {
         switch self {
-        case .notANumber: "not_a_number"
-        case .nonFinite: "non_finite"
+        case .notANumber: RejectReason.wrongType
+        case .nonFinite: RejectReason.nonFinite
+        case .outOfRange: RejectReason.outOfRange
         }
     }
 }
@@ -234,7 +323,8 @@ private func isNonFiniteWord(_ f: UnsafeBufferPointer<UInt8>) -> Bool {
     return s == "nan" || s == "inf" || s == "infinity"
 }
 
-/// Parses a decimal integer (optional sign, blanks around it allowed).
+/// Parses a decimal integer (optional sign, blanks around it allowed); `outOfRange` when it
+/// does not fit in 64 bits.
 func parseInt(_ raw: UnsafeBufferPointer<UInt8>) throws(NumberProblem) -> Int64 {
     let f = trimmed(raw)
     var i = 0
@@ -250,7 +340,11 @@ func parseInt(_ raw: UnsafeBufferPointer<UInt8>) throws(NumberProblem) -> Int64 
         }
         let (m, o1) = value.multipliedReportingOverflow(by: 10)
         let (a, o2) = m.addingReportingOverflow(Int64(d))
-        guard !o1 && !o2 else { throw .notANumber }
+        guard !o1 && !o2 else {
+            // Every remaining byte a digit: a valid integer, just too large for 64 bits.
+            while i < f.count, f[i] &- 0x30 < 10 { i += 1 }
+            throw i == f.count ? .outOfRange : .notANumber
+        }
         value = a
         i += 1
     }

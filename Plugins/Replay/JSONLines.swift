@@ -3,20 +3,33 @@
 
 import TweetoscopeCore
 
+/// Reads tweets from a JSON-lines file. A line that is not a tweet is skipped and reported
+/// (counted as `rejected.<reason>`, logged rate-limited with `file:line`, and sent to the optional
+/// `rejected` port as a dead letter): `oversized` (longer than `max_record_bytes`, skipped in
+/// bounded memory), `not_a_tweet` (another message kind), and the reasons of
+/// ``WireFormat/decode(_:key:)`` (`invalid_utf8`, `invalid_json`, `unknown_type`,
+/// `missing_field`, `wrong_type`, `negative`, `out_of_range`...). Blank lines are ignored.
+/// Duplicated and out-of-order tweets are not the source's business: the collector rejects them.
 final class JSONLinesSource: Stage {
     let path: String
     /// Source id forced on every tweet, or nil to keep the line's `source` field (0 when absent).
     let source: SourceID?
+    /// Longest line in bytes.
+    let maxRecordBytes: Int
 
     static let descriptor = StageDescriptor(
         type: "jsonl",
         summary: "Reads tweets from a JSON-lines file in the course's wire format (plain or gzip-compressed).",
         inputs: [],
-        outputs: [PortSpec("tweets", kinds: [.tweet], doc: "the tweets of the file, in file order")],
+        outputs: [
+            PortSpec("tweets", kinds: [.tweet], doc: "the tweets of the file, in file order"),
+            rejectedPort,
+        ],
         options: [
             OptionSpec("path", .path, required: true, doc: "JSON-lines file, one tweet per line; may be gzip-compressed"),
             OptionSpec("source", .int, default: .int(-1),
                        doc: "source id given to every tweet; -1 = the line's `source` field, or 0 when it has none"),
+            maxRecordBytesOption,
         ],
         make: { _, options in try JSONLinesSource(options) })
 
@@ -25,15 +38,31 @@ final class JSONLinesSource: Stage {
         let s = try options.int("source")
         guard s >= -1 else { throw StageConfigError(option: "source", "must be >= 0, or -1 for the line's field; got \(s)") }
         source = s >= 0 ? SourceID(s) : nil
+        maxRecordBytes = try parseMaxRecordBytes(options)
     }
 
-    /// A short, stable reason name for a decoding error of `WireFormat.decode`.
-    static func reason(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.hasPrefix("invalid JSON") { return "invalid_json" }
-        if text.hasPrefix("unknown message type") { return "unknown_type" }
-        if text.hasSuffix(": missing") { return "missing_field" }
-        return "invalid_field"
+    /// Decodes one line: a tweet, or the reason and explanation of its rejection.
+    static func decode(_ line: Line, forcedSource: SourceID?) -> Result<Tweet, WireFormatError> {
+        if line.oversized {
+            return .failure(WireFormatError(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes"))
+        }
+        var bytes = line.bytes
+        // A byte-order mark at the start of the file.
+        if line.number == 1, bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF {
+            bytes = UnsafeBufferPointer(rebasing: bytes[3...])
+        }
+        do {
+            let message = try WireFormat.decode(bytes)
+            guard case .tweet(var tweet) = message else {
+                return .failure(WireFormatError("not_a_tweet", "a \(message.kind) message, not a tweet"))
+            }
+            if let forcedSource { tweet.source = forcedSource }
+            return .success(tweet)
+        } catch let error as WireFormatError {
+            return .failure(error)
+        } catch {
+            return .failure(WireFormatError("\(error)"))
+        }
     }
 
     func run(_ context: StageContext) async throws {
@@ -42,36 +71,27 @@ final class JSONLinesSource: Stage {
             return
         }
         context.logger.info("reading tweets", metadata: ["file": .string(path)])
-        let file = try ByteFile(path: path)
+        var reader = LineReader(try ByteFile(path: path), maxLineBytes: maxRecordBytes)
+        let rejected = RejectedRecords(context)
         let path = self.path
         var batch: [Message] = []
         batch.reserveCapacity(batchSize)
         var total = 0
         var stopped = false
         // Lines are read synchronously, a batch at a time; each batch is sent between reads.
-        var bytes: [UInt8] = []
         var reading = true
-        var lineReader = LineCursor(file: file)
         while reading {
             let began = ContinuousClock.now
-            reading = try lineReader.read(maxLines: batchSize) { line, number in
-                guard !isBlank(line) else { return }
-                bytes.removeAll(keepingCapacity: true)
-                bytes.append(contentsOf: line)
-                do {
-                    let message = try WireFormat.decode(bytes)
-                    guard case .tweet(var tweet) = message else {
-                        context.counters.reject("not_a_tweet")
-                        context.warnRateLimited("not_a_tweet", "\(path):\(number): a \(message.kind) message, not a tweet; line skipped")
-                        return
-                    }
-                    if let source { tweet.source = source }
+            for _ in 0..<batchSize {
+                guard let line = try reader.next() else { reading = false; break }
+                if !line.oversized && isBlank(line.bytes) { continue }
+                switch Self.decode(line, forcedSource: source) {
+                case .success(let tweet):
                     batch.append(.tweet(tweet))
-                } catch {
-                    let reason = Self.reason(error)
-                    context.counters.reject(reason)
-                    context.warnRateLimited(reason, "\(path):\(number): \(error); line skipped")
+                case .failure(let error):
+                    rejected.reject(error.reason, location: "\(path):\(line.number)", detail: error.description, raw: line.bytes)
                 }
+                if rejected.needsFlush { break }
             }
             context.recordProcessing(since: began)
             if !batch.isEmpty {
@@ -82,57 +102,10 @@ final class JSONLinesSource: Stage {
                 context.counters.add("events", full.count)
                 total += full.count
             }
+            await rejected.flush()
             if context.stopRequested || Task.isCancelled { stopped = true; break }
         }
         context.logger.info(stopped ? "reading stopped on request" : "reading done",
                             metadata: ["file": .string(path), "events": .stringConvertible(total)])
-    }
-}
-
-/// Reads a file's lines a chunk at a time (so that an async caller can send between chunks).
-struct LineCursor {
-    private let file: ByteFile
-    private var buffer: [UInt8] = []
-    private var start = 0
-    private var eof = false
-    private var lineNumber = 0
-
-    init(file: ByteFile) { self.file = file }
-
-    /// Calls `body` for up to `maxLines` lines; returns false once the file is exhausted.
-    mutating func read(maxLines: Int, _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> Void) throws -> Bool {
-        var done = 0
-        while done < maxLines {
-            if let nl = buffer[start...].firstIndex(of: 0x0A) {
-                var end = nl
-                if end > start && buffer[end - 1] == 0x0D { end -= 1 }
-                lineNumber += 1
-                let s = start
-                try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[s..<end]), lineNumber) }
-                start = nl + 1
-                done += 1
-                continue
-            }
-            if eof {
-                if start < buffer.count {
-                    var end = buffer.count
-                    if buffer[end - 1] == 0x0D { end -= 1 }
-                    lineNumber += 1
-                    let s = start
-                    try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[s..<end]), lineNumber) }
-                    start = buffer.count
-                }
-                return false
-            }
-            buffer.removeFirst(start)
-            start = 0
-            let old = buffer.count
-            let chunk = 1 << 20
-            buffer.append(contentsOf: repeatElement(0, count: chunk))
-            let n = try buffer.withUnsafeMutableBytes { try file.read(into: $0.baseAddress! + old, count: chunk) }
-            buffer.removeLast(chunk - n)
-            if n == 0 { eof = true }
-        }
-        return true
     }
 }

@@ -15,6 +15,26 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 /// Messages per batch sent downstream.
 let batchSize = 4096
 
+/// The optional dead-letter port of the sources.
+let rejectedPort = PortSpec(
+    "rejected", kinds: [.log], required: false,
+    doc: "dead letters: one WARNING log message per rejected record, \"<reason>: <file>:<line>: <record, at most 1 KiB>\"")
+
+/// The `max_record_bytes` option of the sources.
+let maxRecordBytesOption = OptionSpec(
+    "max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
+    doc: "longest line in bytes (terminator excluded); longer ones are skipped in bounded memory and rejected as `oversized`; 64 to 1073741824")
+
+/// The validated `max_record_bytes` option.
+func parseMaxRecordBytes(_ options: StageOptions) throws -> Int {
+    let n = try options.int("max_record_bytes")
+    guard InputLimits.maxRecordBytesRange.contains(n) else {
+        throw StageConfigError(option: "max_record_bytes",
+                               "must be within \(InputLimits.maxRecordBytesRange.lowerBound)...\(InputLimits.maxRecordBytesRange.upperBound) bytes, got \(n)")
+    }
+    return n
+}
+
 /// Replays a dataset of cascades as a stream of tweets, one simulated clock per source.
 final class ReplaySource: Stage {
     enum Format: String, Sendable { case long, course }
@@ -25,6 +45,8 @@ final class ReplaySource: Stage {
     let plan: ReplayPlan
     let timeAcceleration: Double
     let secondsPerTimeUnit: Double
+    /// Longest data line in bytes; longer ones are rejected as `oversized`.
+    let maxRecordBytes: Int
     /// Where a configuration reload stopped the replay; the next run resumes there.
     private let paused = Mutex<PausedReplay?>(nil)
 
@@ -32,7 +54,10 @@ final class ReplaySource: Stage {
         type: "replay",
         summary: "Replays real retweet cascades from a file as the course's tweet generator does: sources with their own clocks, overlapping cascades, reproducible for a seed.",
         inputs: [],
-        outputs: [PortSpec("tweets", kinds: [.tweet], doc: "tweets and retweets, ordered by (source time, source id)")],
+        outputs: [
+            PortSpec("tweets", kinds: [.tweet], doc: "tweets and retweets, ordered by (source time, source id)"),
+            rejectedPort,
+        ],
         options: [
             OptionSpec("path", .path, required: true,
                        doc: "data file: `cascade,t,m` (long format) or `time,magnitude[,msg]` (course format); may be gzip-compressed"),
@@ -54,6 +79,7 @@ final class ReplaySource: Stage {
                        doc: "number of cascades to replay, chosen by the seeded shuffle; 0 = all"),
             OptionSpec("seconds_per_time_unit", .double, default: .double(1),
                        doc: "seconds per time unit of the course data file (times are rounded to whole seconds); > 0"),
+            maxRecordBytesOption,
         ],
         make: { _, options in try ReplaySource(options) })
 
@@ -90,6 +116,7 @@ final class ReplaySource: Stage {
         guard secondsPerTimeUnit.isFinite, secondsPerTimeUnit > 0 else {
             throw StageConfigError(option: "seconds_per_time_unit", "must be a finite number > 0, got \(secondsPerTimeUnit)")
         }
+        maxRecordBytes = try parseMaxRecordBytes(options)
     }
 
     func run(_ context: StageContext) async throws {
@@ -101,12 +128,13 @@ final class ReplaySource: Stage {
             // Resumes after a configuration reload, on the same source clocks.
             (replay, data, resumedAt) = (saved.replay, saved.data, saved.lastTime)
         } else {
+            let rejected = RejectedRecords(context)
             switch format {
             case .long:
-                data = try DatasetLoader.loadLong(path: path, context: context)
+                data = try await DatasetLoader.loadLong(path: path, maxRecordBytes: maxRecordBytes, rejected: rejected)
             case .course:
-                data = try DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
-                                                    context: context)
+                data = try await DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
+                                                          maxRecordBytes: maxRecordBytes, rejected: rejected)
             }
             replay = MergedReplay(data: data, plan: plan)
         }

@@ -109,6 +109,10 @@ public struct PipelineConfig: Sendable {
     public var stages: [StageConfig]
 }
 
+/// Largest duration setting in seconds (a year): durations are converted to integer
+/// milliseconds or nanoseconds, which must not overflow.
+let maxSeconds = 31_536_000.0
+
 /// Keys of the top-level mapping.
 let topLevelKeys = ["plugin_dir", "plugins", "log_level", "progress_interval", "metrics", "stages"]
 /// Keys of the `metrics` mapping.
@@ -118,8 +122,12 @@ let stageReservedKeys = ["type", "inputs", "outputs"]
 
 /// Reads and checks configuration files.
 public enum ConfigLoader {
+    /// Largest configuration file in bytes (16 MiB): a configuration is a few kilobytes.
+    public static let maxFileBytes = 16 << 20
+
     /// Reads `path` into text.
-    /// - Throws: `ConfigErrors` naming the file when it cannot be read.
+    /// - Throws: `ConfigErrors` naming the file when it cannot be read, is larger than
+    ///   ``maxFileBytes``, or is not valid UTF-8 (with the line and column of the first bad byte).
     public static func read(_ path: String) throws -> String {
         guard let file = fopen(path, "rb") else {
             throw ConfigErrors([ConfigDiagnostic(nil, "cannot read \(path): \(String(cString: strerror(errno)))")])
@@ -130,7 +138,23 @@ public enum ConfigLoader {
         while true {
             let n = fread(&chunk, 1, chunk.count, file)
             if n > 0 { bytes += chunk[0..<n] }
+            if bytes.count > maxFileBytes {
+                throw ConfigErrors([ConfigDiagnostic(nil, "cannot read \(path): larger than \(maxFileBytes >> 20) MiB, not a configuration file")])
+            }
             if n < chunk.count { break }
+        }
+        return try text(of: bytes, file: path)
+    }
+
+    /// The bytes of a configuration file as text.
+    /// - Throws: `ConfigErrors` at the line and column (in bytes) of the first byte that is not UTF-8.
+    public static func text(of bytes: [UInt8], file: String) throws -> String {
+        if let bad = bytes.withUnsafeBufferPointer({ UTF8Validation.firstInvalidByte($0) }) {
+            let before = bytes[..<bad]
+            let line = before.count(where: { $0 == 0x0A }) + 1
+            let column = bad - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+            throw ConfigErrors([ConfigDiagnostic(SourceMark(file: file, line: line, column: column),
+                                                 "invalid UTF-8 (byte 0x\(String(bytes[bad], radix: 16))): a configuration file is UTF-8 text")])
         }
         return String(decoding: bytes, as: UTF8.self)
     }
@@ -179,8 +203,11 @@ public enum ConfigLoader {
             case "progress_interval":
                 if let v = convert(value, to: .double, directory: directory, key: key, errors: &errors),
                    case .double(let d) = v {
-                    if d < 0 { errors.append(ConfigDiagnostic(value.mark, "progress_interval: expected seconds >= 0")) }
-                    settings.progressInterval = d
+                    if d < 0 || d > maxSeconds {
+                        errors.append(ConfigDiagnostic(value.mark, "progress_interval: expected seconds in 0...\(Int(maxSeconds)), found \(d)"))
+                    } else {
+                        settings.progressInterval = d
+                    }
                 }
             case "metrics":
                 settings.metrics = parseMetrics(value, keyMark: keyMark, directory: directory, errors: &errors)
@@ -221,8 +248,11 @@ public enum ConfigLoader {
         }
         if let node = pairs.first(where: { $0.key == "linger" })?.value,
            case .double(let d)? = convert(node, to: .double, directory: directory, key: "metrics.linger", errors: &errors) {
-            if d < 0 { errors.append(ConfigDiagnostic(node.mark, "metrics.linger: expected seconds >= 0")) }
-            settings.linger = d
+            if d < 0 || d > maxSeconds {
+                errors.append(ConfigDiagnostic(node.mark, "metrics.linger: expected seconds in 0...\(Int(maxSeconds)), found \(d)"))
+            } else {
+                settings.linger = d
+            }
         }
         return settings
     }
@@ -477,7 +507,7 @@ public enum ConfigLoader {
             return .string(s)
         case .path:
             guard case .scalar(let s, _, _) = node, !s.isEmpty else { return fail("a path") }
-            return .string(s.hasPrefix("/") ? s : directory + "/" + s)
+            return .string(normalizedPath(s.hasPrefix("/") ? s : directory + "/" + s))
         case .choice(let values):
             guard case .scalar(let s, _, _) = node else { return fail("one of \(values.joined(separator: ", "))") }
             guard values.contains(s) else {
@@ -546,4 +576,16 @@ public func suggestion(for word: String, among candidates: [String]) -> String? 
     let scored = candidates.map { ($0, distance(w, Array($0.lowercased()))) }
     guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
     return best.1 <= Swift.max(2, w.count / 3) && best.1 < w.count ? best.0 : nil
+}
+
+/// `path` without `.` components, and with each `name/..` pair removed (purely lexical).
+func normalizedPath(_ path: String) -> String {
+    var parts: [Substring] = []
+    for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+        if part == "." { continue }
+        if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+        if part == "..", parts.isEmpty, path.hasPrefix("/") { continue }  // "/.." is "/"
+        parts.append(part)
+    }
+    return (path.hasPrefix("/") ? "/" : "") + parts.joined(separator: "/")
 }

@@ -48,10 +48,15 @@ public struct YAMLSyntaxError: Error, Sendable {
     public var message: String
 }
 
+/// Most nodes of a document once aliases are expanded: a few aliases of aliases could otherwise
+/// expand to billions of nodes ("billion laughs").
+public let maxYAMLNodes = 100_000
+
 /// Parses YAML text into a node tree with libyaml. An empty document gives nil.
 ///
 /// - Throws: `YAMLSyntaxError` at the position libyaml reports; also for aliases nested deeper
-///   than 64 levels (libyaml resolves aliases to shared nodes, so a cycle guard is needed).
+///   than 64 levels (libyaml resolves aliases to shared nodes, so a cycle guard is needed), and
+///   for documents of more than ``maxYAMLNodes`` nodes after alias expansion.
 public func parseYAML(_ text: String, file: String) throws -> YAMLNode? {
     var parser = yaml_parser_t()
     guard yaml_parser_initialize(&parser) == 1 else {
@@ -74,10 +79,15 @@ public func parseYAML(_ text: String, file: String) throws -> YAMLNode? {
     defer { yaml_document_delete(&document) }
     guard let root = yaml_document_get_root_node(&document) else { return nil }
 
+    var nodes = 0
     func convert(_ node: UnsafeMutablePointer<yaml_node_t>, depth: Int) throws -> YAMLNode {
         let n = node.pointee
         let mark = SourceMark(file: file, line: Int(n.start_mark.line) + 1, column: Int(n.start_mark.column) + 1)
         guard depth < 64 else { throw YAMLSyntaxError(mark: mark, message: "nesting deeper than 64 levels") }
+        nodes += 1
+        guard nodes <= maxYAMLNodes else {
+            throw YAMLSyntaxError(mark: mark, message: "more than \(maxYAMLNodes) nodes once aliases are expanded")
+        }
         switch n.type {
         case YAML_SCALAR_NODE:
             let s = n.data.scalar

@@ -98,7 +98,7 @@ struct Validate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try loadOrExit(options)
-        print("\(options.config): valid (\(config.stages.count) stages: \(config.stages.map(\.name).joined(separator: ", ")))")
+        print("\(options.config): valid (\(config.stages.count) stage\(config.stages.count == 1 ? "" : "s"): \(config.stages.map(\.name).joined(separator: ", ")))")
     }
 }
 

@@ -52,6 +52,7 @@ import TweetoscopeCore
         #expect(defaults["terminated"] == .int(1800))
         #expect(defaults["min_cascade_size"] == .int(10))
         #expect(defaults["max_ended_remembered"] == .int(100_000))
+        #expect(defaults["max_open_cascades"] == .int(1_000_000))
     }
 
     @Test(arguments: [
@@ -62,6 +63,7 @@ import TweetoscopeCore
         ("terminated", .int(0)),
         ("min_cascade_size", .int(0)),
         ("max_ended_remembered", .int(-1)),
+        ("max_open_cascades", .int(0)),
     ])
     func factoryRejectsInvalidOptions(key: String, value: OptionValue) throws {
         let d = try stageDescriptor("collector", plugin: "collector")
@@ -213,6 +215,57 @@ import TweetoscopeCore
         #expect(r.counters["rejected.late_event"] == 1)
     }
 
+    /// max_open_cascades 2 on one source: opening a third cascade ends the one whose last event is
+    /// the oldest (B: A was touched after it) as a termination would; B's later retweet is late.
+    @Test func evictionEndsTheCascadeWithTheOldestLastEvent() async throws {
+        let r = try await Self.collect([[
+            Self.tweet(1, 1, 0), Self.tweet(1, 2, 1), Self.retweet(1, 1, 2),
+            Self.tweet(1, 3, 3),     // 3 open > 2: B (last event at 1) ends now
+            Self.retweet(1, 2, 4),   // late
+        ]], minSize: 1, extra: ["max_open_cascades": .int(2)])
+        #expect(r.series == [
+            Self.series(2, 10, [0], [1]), Self.series(2, 20, [0], [1]),
+            Self.series(1, 10, [0, 2], [1, 1]), Self.series(1, 20, [0, 2], [1, 1]),
+            Self.series(3, 10, [0], [1]), Self.series(3, 20, [0], [1]),
+        ])
+        #expect(r.sizes == [
+            Self.size(2, 10, 1, 1), Self.size(2, 20, 1, 1), Self.size(1, 10, 2, 2), Self.size(1, 20, 2, 2),
+            Self.size(3, 10, 1, 3), Self.size(3, 20, 1, 3),
+        ])
+        #expect(r.counters["evicted"] == 1)
+        #expect(r.counters["rejected.late_event"] == 1)
+        #expect(r.counters["cascades_opened"] == 3 && r.counters["cascades_ended"] == 3)
+    }
+
+    /// Across sources the eviction order is the arrival order of the last events (source clocks
+    /// cannot be compared): B (source 2, t = 5000) is evicted before A (source 1, t = 1) because
+    /// A's retweet arrived after B's tweet.
+    @Test func evictionAcrossSourcesFollowsArrivalOrder() async throws {
+        let r = try await Self.collect([
+            [Self.tweet(1, 1, 0), Self.tweet(2, 2, 5000)],
+            [Self.retweet(1, 1, 1), Self.tweet(2, 3, 5001)],
+        ], minSize: 1, extra: ["max_open_cascades": .int(2)])
+        #expect(r.sizes == [
+            Self.size(2, 10, 1, 5000), Self.size(2, 20, 1, 5000), Self.size(1, 10, 2, 1), Self.size(1, 20, 2, 1),
+            Self.size(3, 10, 1, 5001), Self.size(3, 20, 1, 5001),
+        ])
+        #expect(r.counters["evicted"] == 1)
+    }
+
+    /// Many more cascades than the bound: never more than max_open_cascades open (the gauge), and
+    /// every cascade still produces its size once.
+    @Test func evictionBoundsOpenCascades() async throws {
+        var batch: [Message] = []
+        for c in 0..<1000 { batch.append(Self.tweet(1, CascadeID(c), Double(c) * 0.001)) }
+        let r = try await Self.collect([batch], minSize: 1, terminated: 1_000_000,
+                                       extra: ["max_open_cascades": .int(50)])
+        #expect(r.counters["evicted"] == 950)
+        #expect(r.sizes.count == 2000)
+        #expect(Set(r.sizes.map(\.cascade)).count == 1000)
+        // The first 950 to end are the evicted ones, oldest first.
+        #expect(r.sizes.prefix(1900).enumerated().allSatisfy { $0.element.cascade == CascadeID($0.offset / 2) })
+    }
+
     /// An unbound output is skipped; the other still gets everything.
     @Test func unboundSeriesOutput() async throws {
         let r = try await Self.collect([[
@@ -282,6 +335,19 @@ import TweetoscopeCore
         for (reason, n) in reference.rejected { #expect(r.counters["rejected.\(reason)"] == n, "\(reason)") }
         #expect(reference.rejected.count == 4)   // every anomaly occurred
         #expect(reference.sizes.count > 3000 && reference.series.count > 3000)
+        #expect(r.counters["evicted"] == nil)
+
+        // The same stream with at most 8 open cascades: evictions by arrival order of the last event.
+        var bounded = NaiveCollector(windows: windows, terminated: Double(terminated), minSize: minSize, maxOpen: 8)
+        for e in events { bounded.process(e) }
+        bounded.flush()
+        let b = try await Self.collect(batches, minSize: minSize, windows: windows, terminated: terminated,
+                                       extra: ["max_ended_remembered": .int(1_000_000), "max_open_cascades": .int(8)])
+        #expect(bounded.evicted > 1000)
+        #expect(b.counters["evicted"] == bounded.evicted)
+        #expect(b.series == bounded.series)
+        #expect(b.sizes == bounded.sizes)
+        for (reason, n) in bounded.rejected { #expect(b.counters["rejected.\(reason)"] == n, "\(reason)") }
     }
 }
 
@@ -305,7 +371,8 @@ private struct NaiveCollector {
         var id: CascadeID, msg: String, first: Double, last: Double, touch: Int
         var times: [Double], magnitudes: [Double], settled: [Bool]
     }
-    let windows: [Int], terminated: Double, minSize: Int
+    let windows: [Int], terminated: Double, minSize: Int, maxOpen: Int
+    var evicted = 0
     var clock: [SourceID: Double] = [:]
     var open: [SourceID: [Cascade]] = [:]           // creation order
     var ended: [SourceID: Set<CascadeID>] = [:]
@@ -314,10 +381,11 @@ private struct NaiveCollector {
     var series: [Message] = [], sizes: [Message] = []
     var rejected: [String: Int] = [:]
 
-    init(windows: [Int], terminated: Double, minSize: Int) {
+    init(windows: [Int], terminated: Double, minSize: Int, maxOpen: Int = .max) {
         self.windows = windows.sorted()
         self.terminated = terminated
         self.minSize = minSize
+        self.maxOpen = maxOpen
     }
 
     mutating func emitSeries(_ c: Cascade, _ k: Int) {
@@ -374,6 +442,17 @@ private struct NaiveCollector {
             opened += 1
             open[s]!.append(Cascade(id: e.cascade, msg: e.msg, first: t, last: t, touch: touches, times: [0],
                                     magnitudes: [e.magnitude], settled: windows.map { _ in false }))
+            if open.values.reduce(0, { $0 + $1.count }) > maxOpen {
+                // Evict the least recently touched open cascade of any source.
+                var victim: (source: SourceID, index: Int, touch: Int)?
+                for (source, cascades) in open {
+                    for (i, c) in cascades.enumerated() where victim == nil || c.touch < victim!.touch {
+                        victim = (source, i, c.touch)
+                    }
+                }
+                end(victim!.source, at: victim!.index)
+                evicted += 1
+            }
         }
     }
 

@@ -33,7 +33,7 @@ func position(of token: String, line: Int, in text: String) -> String {
         #expect(try collector.options.int("terminated") == 1800)
         // Relative paths are resolved against the configuration's directory.
         let source = try #require(config.stages.first { $0.name == "source" })
-        #expect(try source.options.string("path") == repositoryRoot() + "/etc/../data/sample.csv")
+        #expect(try source.options.string("path") == repositoryRoot() + "/data/sample.csv")
     }
 
     @Test func reportsMisspelledKeyWrongTypeAndMissingProducerWithPositions() throws {
@@ -99,6 +99,12 @@ func position(of token: String, line: Int, in text: String) -> String {
         #expect(lines.contains { $0.contains(":3:11: error: stage \"source\": unknown stage type \"replai\"; did you mean \"replay\"?") }, "\(lines)")
         #expect(lines.contains { $0.contains(":7:15: error: stage \"collector\": unknown input port `tweetz`; did you mean `tweets`?") }, "\(lines)")
         #expect(lines.contains { $0.contains("stage \"sink\": stream \"series\" carries series but input `tweets` takes tweet") }, "\(lines)")
+    }
+
+    @Test func pathsAreNormalized() {
+        #expect(normalizedPath("/a/etc/../data/./x.csv") == "/a/data/x.csv")
+        #expect(normalizedPath("/a/../../b") == "/b")
+        #expect(normalizedPath("rel/../../x") == "../x")
     }
 
     @Test func didYouMean() {

@@ -142,6 +142,32 @@ fileprivate func runSink(directory: String, append: Bool, alpha: [[Message]], be
         #expect(lines(try #require(readBytes(root + "/beta.jsonl"))).count == 3)
     }
 
+    /// A run killed in the middle of a write leaves a torn last line; appending cuts it off first
+    /// (after the last "\n"; a file with no "\n" at all is emptied), so every line stays whole.
+    @Test func appendingCutsATornLastLine() async throws {
+        let root = makeScratchDirectory()
+        defer { removeTree(root) }
+        let whole = String(decoding: WireFormat.encode(everyKind[0]), as: UTF8.self) + "\n"
+        // alpha: one whole line then 100 KB of a torn one (longer than the 64 KiB search chunk);
+        // beta: only a torn line.
+        let tornAlpha = whole + "{\"type\": \"tweet\", \"msg\": \"" + String(repeating: "z", count: 100_000)
+        for (name, text) in [("alpha", tornAlpha), ("beta", "{\"type\": \"ser")] {
+            let f = try #require(fopen(root + "/\(name).jsonl", "w"))
+            fputs(text, f)
+            fclose(f)
+        }
+        let counters = try await runSink(directory: root, append: true, alpha: [[everyKind[3]]], beta: [[everyKind[8]]])
+        #expect(counters["torn_lines_truncated"] == 2)
+        let alpha = lines(try #require(readBytes(root + "/alpha.jsonl")))
+        #expect(try alpha.map { try WireFormat.decode($0) } == [everyKind[0], everyKind[3]])
+        let beta = lines(try #require(readBytes(root + "/beta.jsonl")))
+        #expect(try beta.map { try WireFormat.decode($0) } == [everyKind[8]])
+        // Whole files are left alone.
+        let again = try await runSink(directory: root, append: true, alpha: [], beta: [])
+        #expect(again["torn_lines_truncated"] == nil)
+        #expect(lines(try #require(readBytes(root + "/alpha.jsonl"))).count == 2)
+    }
+
     @Test func singleStreamThroughTheStandardHarness() async throws {
         let root = makeScratchDirectory()
         defer { removeTree(root) }

@@ -130,8 +130,10 @@ import TweetoscopeKafka
     @Test func descriptorsDeclareTheDocumentedOptions() throws {
         let source = try stageDescriptor("kafka_source", plugin: "kafka")
         #expect(source.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions",
-                                              "group", "start", "stop_at_end"])
-        #expect(source.outputs.map(\.name) == ["messages"] && source.outputs[0].kinds == Set(MessageKind.allCases))
+                                              "group", "start", "stop_at_end", "max_record_bytes"])
+        #expect(source.outputs.map(\.name) == ["messages", "rejected"] && source.outputs[0].kinds == Set(MessageKind.allCases))
+        #expect(source.outputs[1].kinds == [.log] && !source.outputs[1].required)
+        #expect(source.options.first { $0.key == "max_record_bytes" }?.defaultValue == .int(1 << 20))
         #expect(source.options.first { $0.key == "group" }?.defaultValue == .string("tweetoscoped"))
         #expect(source.options.first { $0.key == "start" }?.type == .choice(["earliest", "latest"]))
         let sink = try stageDescriptor("kafka_sink", plugin: "kafka")
@@ -150,6 +152,8 @@ import TweetoscopeKafka
         #expect(configError("kafka_sink", ["topic": .string("")])?.option == "topic")
         #expect(configError("kafka_sink", ["topic": .string("t"), "partitions": .int(0)])?.option == "partitions")
         #expect(configError("kafka_source", ["topic": .string("t"), "group": .string("")])?.option == "group")
+        #expect(configError("kafka_source", ["topic": .string("t"), "max_record_bytes": .int(63)])?.option == "max_record_bytes")
+        #expect(configError("kafka_source", ["topic": .string("t"), "max_record_bytes": .int(64)]) == nil)
         #expect(configError("kafka_sink", ["topic": .string("t"), "brokers": .string("")])?.option == "brokers")
         let e = configError("kafka_source", ["topic": .string("t"), "librdkafka": .map(["no.such.thing": "1"])])
         #expect(e?.option == "librdkafka")

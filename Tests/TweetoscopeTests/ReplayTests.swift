@@ -193,13 +193,13 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
             """)
         let (out, counters) = try await replay(["path": .string(path), "random_start_range": .double(0),
                                                 "max_cascades": .int(2)])
-        #expect(counters["rejected.field_count"] == 2)
-        #expect(counters["rejected.not_a_number"] == 1)
+        #expect(counters["rejected.invalid_csv"] == 2)
+        #expect(counters["rejected.wrong_type"] == 1)
         #expect(counters["rejected.non_finite"] == 2)
         #expect(counters["rejected.negative"] == 1)
-        #expect(counters["rejected.time_backwards"] == 1)
+        #expect(counters["rejected.out_of_order"] == 1)
         #expect(counters["rejected.not_contiguous"] == 1)
-        #expect(counters["rejected.too_large"] == 1)
+        #expect(counters["rejected.out_of_range"] == 1)
         #expect(counters["events"] == 4)
         let groups = byCascade(out)
         #expect(groups[1]?.map(\.time) == [0, 6])
@@ -261,8 +261,8 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
         ])
         #expect(counters["rejected.index_range"] == 2)
         #expect(counters["rejected.index_overlap"] == 1)
-        #expect(counters["rejected.not_a_number"] == 1)
-        #expect(counters["rejected.time_backwards"] == 1)
+        #expect(counters["rejected.wrong_type"] == 1)
+        #expect(counters["rejected.out_of_order"] == 1)
         #expect(counters["events"] == 7)
         #expect(counters["cascades"] == 3)
         let groups = byCascade(out)
@@ -366,11 +366,78 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
         #expect(r.counters["rejected.invalid_json"] == 1)
         #expect(r.counters["rejected.not_a_tweet"] == 1)
         #expect(r.counters["rejected.missing_field"] == 1)
-        #expect(r.counters["rejected.invalid_field"] == 1)
+        #expect(r.counters["rejected.negative"] == 1)
         #expect(r.counters["rejected.unknown_type"] == 1)
 
         let forced = try await runStage("jsonl", plugin: "replay",
                                         options: ["path": .string(path), "source": .int(7)], outputs: ["tweets"])
         #expect(tweets(forced.outputs["tweets"]).map(\.source) == [7, 7])
+    }
+
+    @Test func oversizedAndInvalidUTF8RowsAreRejectedAndDeadLettered() async throws {
+        let files = Scratch()
+        defer { files.remove() }
+        // max_record_bytes 64: line 3 (70 bytes) and line 6 (100 KB, longer than the reader's
+        // buffer is allowed to grow for it) are oversized; line 4 has a 0xFF byte.
+        let long = "1,1," + String(repeating: "7", count: 66)
+        let huge = "1,2," + String(repeating: "8", count: 100_000)
+        var bytes = Array("cascade,t,m\n1,0,5\n\(long)\n1,3,".utf8) + [0xFF] + Array("\n1,4,6\n\(huge)\n1,9,1\n".utf8)
+        let path = files.dir + "/mixed.csv"
+        let f = fopen(path, "w")!
+        fwrite(&bytes, 1, bytes.count, f)
+        fclose(f)
+        let r = try await runStage("replay", plugin: "replay",
+                                   options: ["path": .string(path), "max_record_bytes": .int(64),
+                                             "random_start_range": .double(0)],
+                                   outputs: ["tweets", "rejected"])
+        #expect(tweets(r.outputs["tweets"]).map(\.time) == [0, 4, 9])
+        #expect(r.counters["rejected.oversized"] == 2)
+        #expect(r.counters["rejected.invalid_utf8"] == 1)
+        #expect(r.counters["dead_letters"] == 3)
+        let letters = (r.outputs["rejected"] ?? []).compactMap { if case .log(let l) = $0 { l } else { nil } }
+        #expect(letters.map(\.message) == [
+            "oversized: \(path):3: \(long)",
+            "invalid_utf8: \(path):4: 1,3,\u{FFFD}",
+            "oversized: \(path):6: \(String(huge.prefix(1024)))…",
+        ])
+        #expect(letters.allSatisfy { $0.level == "WARNING" && $0.source == "replay" && $0.time > 1_700_000_000 })
+    }
+
+    @Test func jsonLinesDeadLettersCarryReasonLocationAndRecord() async throws {
+        let files = Scratch()
+        defer { files.remove() }
+        let path = files.write("t.jsonl", """
+            {"type": "tweet", "t": 0, "m": 1, "tweet_id": 1}
+            {"type": "tweet", "t": 1e13, "m": 1, "tweet_id": 2}
+            {"type": "retweet", "t": 2, "m": "many", "tweet_id": 1}
+            \(String(repeating: " ", count: 80)){}
+            """)
+        let r = try await runStage("jsonl", plugin: "replay", options: ["path": .string(path), "max_record_bytes": .int(64)],
+                                   outputs: ["tweets", "rejected"])
+        #expect(tweets(r.outputs["tweets"]).map(\.cascade) == [1])
+        let letters = (r.outputs["rejected"] ?? []).compactMap { if case .log(let l) = $0 { l.message } else { nil } }
+        #expect(letters == [
+            #"out_of_range: \#(path):2: {"type": "tweet", "t": 1e13, "m": 1, "tweet_id": 2}"#,
+            #"wrong_type: \#(path):3: {"type": "retweet", "t": 2, "m": "many", "tweet_id": 1}"#,
+            "oversized: \(path):4: \(String(repeating: " ", count: 80)){}",
+        ])
+        #expect(r.counters["rejected.out_of_range"] == 1 && r.counters["rejected.wrong_type"] == 1
+                && r.counters["rejected.oversized"] == 1)
+    }
+
+    @Test func linesLongerThanTheChunkAreReadWhole() async throws {
+        // A 3 MiB line within max_record_bytes (4 MiB) makes the line reader grow its 1 MiB buffer.
+        let files = Scratch()
+        defer { files.remove() }
+        let msg = String(repeating: "x", count: 3 << 20)
+        let path = files.write("long.jsonl", """
+            {"type": "tweet", "msg": "\(msg)", "t": 0, "m": 1, "tweet_id": 1}
+            {"type": "retweet", "t": 1, "m": 1, "tweet_id": 1}
+
+            """)
+        let r = try await runStage("jsonl", plugin: "replay", options: ["path": .string(path), "max_record_bytes": .int(4 << 20)],
+                                   outputs: ["tweets"])
+        let out = tweets(r.outputs["tweets"])
+        #expect(out.count == 2 && out.first?.msg.utf8.count == 3 << 20)
     }
 }

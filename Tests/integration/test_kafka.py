@@ -521,6 +521,9 @@ def test_bad_records_are_counted_skipped_and_committed(broker, tweetoscoped, tmp
         (b"0", b'{"type": "gossip", "t": 1}'),
         (b"0", b'{"type": "retweet", "msg": "None", "t": 5, "m": 3}'),
         (b"0", None),
+        (b"0", b'{"type": "retweet", "msg": "\xff", "t": 5, "m": 3, "tweet_id": 1}'),
+        (b"0", b'{"type": "retweet", "msg": "' + b"x" * 300 + b'", "t": 5, "m": 3, "tweet_id": 1}'),
+        (b"0", b'{"type": "retweet", "t": -5, "m": 3, "tweet_id": 1}'),
     ])
     out = tmp_path / "out"
     cfg = tmp_path / "bad.yaml"
@@ -530,18 +533,33 @@ progress_interval: 0
 stages:
   source:
     type: kafka_source
-    outputs: {{ messages: tweets }}
 {kafka_options(broker, topics["tweets"], group="bad", stop_at_end=True)}
+    max_record_bytes: 256
+    outputs: {{ messages: tweets, rejected: dead_letters }}
   sink:
     type: file
-    inputs: {{ streams: [tweets] }}
+    inputs: {{ streams: [tweets, dead_letters] }}
     directory: {out}
 """)
     r = run(tweetoscoped, "run", "--config", cfg, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "tweets.jsonl").read_text().count("\n") == 1
-    for reason in ("invalid_json=1", "unknown_type=1", "missing_field=1", "empty_value=1"):
+    for reason in ("invalid_json=1", "unknown_type=1", "missing_field=1", "empty_value=1", "invalid_utf8=1",
+                   "oversized=1", "negative=1"):
         assert reason in r.stdout, r.stdout
+    # Dead letters: reason, topic[partition]@offset, the record (cut to 1 KiB, UTF-8 cleaned).
+    letters = [json.loads(line) for line in (out / "dead_letters.jsonl").read_text().splitlines()]
+    assert all(d["level"] == "WARNING" and d["source"] == "source" for d in letters)
+    partition = re.match(r"\w+: bad-tweets\[(\d+)\]@0: ", letters[0]["message"]).group(1)
+    assert [d["message"] for d in letters] == [
+        f"invalid_json: bad-tweets[{partition}]@0: not json",
+        f'unknown_type: bad-tweets[{partition}]@2: {{"type": "gossip", "t": 1}}',
+        f'missing_field: bad-tweets[{partition}]@3: {{"type": "retweet", "msg": "None", "t": 5, "m": 3}}',
+        f"empty_value: bad-tweets[{partition}]@4: ",
+        f'invalid_utf8: bad-tweets[{partition}]@5: {{"type": "retweet", "msg": "\ufffd", "t": 5, "m": 3, "tweet_id": 1}}',
+        f'oversized: bad-tweets[{partition}]@6: {{"type": "retweet", "msg": "{"x" * 300}", "t": 5, "m": 3, "tweet_id": 1}}',
+        f'negative: bad-tweets[{partition}]@7: {{"type": "retweet", "t": -5, "m": 3, "tweet_id": 1}}',
+    ]
     assert re.search(r"skipping a kafka record: .* offset=0 partition=\d+ .*topic=bad-tweets", r.stderr), r.stderr[-2000:]
     assert broker.lag("bad", topics["tweets"]) == 0, "skipped records are committed too"
 

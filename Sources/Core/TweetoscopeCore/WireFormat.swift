@@ -12,10 +12,17 @@
 
 import FoundationEssentials
 
-/// A message that could not be decoded; `description` says which field and why.
+/// A message that could not be decoded: `reason` is a short counter name (one of
+/// ``RejectReason``), `description` says which field and why.
 public struct WireFormatError: Error, CustomStringConvertible, Sendable {
+    public var reason: String
     public var description: String
-    public init(_ description: String) { self.description = description }
+    public init(_ reason: String, _ description: String) {
+        self.reason = reason
+        self.description = description
+    }
+    /// An `invalid_field` error.
+    public init(_ description: String) { self.init(RejectReason.invalidField, description) }
 }
 
 private struct TweetWire: Codable {
@@ -111,6 +118,11 @@ public enum WireFormat {
     public static func encode(_ message: Message) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Stages do not emit non-finite numbers on purpose, but a stray NaN (a sample of a failed
+        // forecast) must neither crash a sink nor produce invalid JSON: it is written as a
+        // string, which decoders reject as `wrong_type`.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         do {
             let data: Data
             switch message {
@@ -130,7 +142,8 @@ public enum WireFormat {
             case .parameters(let p):
                 data = try encoder.encode(ParametersWire(
                     type: "parameters", cid: p.cascade, msg: p.msg, T_obs: p.tObs, n_obs: p.nObs,
-                    n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar, G1: p.g1))
+                    n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
+                    G1: p.g1.isNaN ? nil : p.g1))
             case .sample(let s):
                 data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w))
             case .model(let m):
@@ -149,8 +162,8 @@ public enum WireFormat {
             }
             return Array(data)
         } catch {
-            // Only non-finite numbers can fail; stages never emit them (the estimator rejects such fits).
-            preconditionFailure("cannot encode \(message.kind): \(error)")
+            // Cannot happen (non-finite numbers are written as strings); a log line rather than a crash.
+            return Array("{\"level\":\"ERROR\",\"message\":\"cannot encode a \(message.kind) message\",\"source\":\"wire_format\",\"t\":0}".utf8)
         }
     }
 
@@ -173,29 +186,36 @@ public enum WireFormat {
     ///   - bytes: the UTF-8 JSON value.
     ///   - key: the Kafka key, when there is one: the source id of a tweet, T_obs of window-keyed
     ///     messages whose value has no `T_obs`.
-    /// - Throws: `WireFormatError` naming the problem (invalid JSON, unknown type, missing or
-    ///   mistyped field, non-finite or negative number).
+    /// - Throws: `WireFormatError` whose `reason` names the problem: `invalid_utf8`,
+    ///   `invalid_json` (syntax, with the byte offset, or not an object), `unknown_type`,
+    ///   `missing_field`, `wrong_type` (a string or null for a number...), `out_of_range` (a
+    ///   number too large for its field or not an integer where one is expected; a time or
+    ///   magnitude above ``InputLimits``; a window <= 0), `negative` (times, magnitudes, counts),
+    ///   `out_of_order` (series times), `invalid_field` (other inconsistencies).
     public static func decode(_ bytes: some Collection<UInt8>, key: String? = nil) throws -> Message {
         let data = Data(bytes)
+        if let bad = data.withUnsafeBytes({ UTF8Validation.firstInvalidByte($0.bindMemory(to: UInt8.self)) }) {
+            throw WireFormatError(RejectReason.invalidUTF8, "invalid UTF-8 at byte \(bad)")
+        }
         let decoder = JSONDecoder()
         let type: String?
         do {
             type = try decoder.decode(TypeProbe.self, from: data).type
         } catch {
-            throw WireFormatError("invalid JSON: \(describe(error))")
+            throw classify(error, data)
         }
         func keyedWindow(_ value: Int?) throws -> Int {
-            if let value { return value }
-            if let key, let w = Int(key) { return w }
-            throw WireFormatError("no T_obs in the value and no numeric key")
+            if let value { return try window(value) }
+            if let key, let w = Int(key) { return try window(w) }
+            throw WireFormatError(RejectReason.missingField, "field T_obs: missing, and no numeric key")
         }
         do {
             switch type {
             case "tweet", "retweet":
                 let w = try decoder.decode(TweetWire.self, from: data)
-                guard w.t.isFinite, w.t >= 0 else { throw WireFormatError("field t: \(w.t) is not a finite time >= 0") }
-                guard w.m.isFinite, w.m >= 0 else { throw WireFormatError("field m: \(w.m) is not a finite magnitude >= 0") }
-                guard let cid = w.tweet_id else { throw WireFormatError("field tweet_id: missing") }
+                try check("t", w.t, max: InputLimits.maxTime, what: "time")
+                try check("m", w.m, max: InputLimits.maxMagnitude, what: "magnitude")
+                guard let cid = w.tweet_id else { throw WireFormatError(RejectReason.missingField, "field tweet_id: missing") }
                 let source: SourceID
                 if let key, let k = SourceID(key) { source = k } else { source = w.source ?? 0 }
                 return .tweet(Tweet(kind: type == "tweet" ? .tweet : .retweet, msg: w.msg ?? "None",
@@ -207,24 +227,29 @@ public enum WireFormat {
                 times.reserveCapacity(w.tweets.count)
                 marks.reserveCapacity(w.tweets.count)
                 for (i, pair) in w.tweets.enumerated() {
-                    guard pair.count == 2, pair[0].isFinite, pair[1].isFinite, pair[1] >= 0 else {
-                        throw WireFormatError("field tweets[\(i)]: expected [t, m] with finite t and m >= 0")
+                    guard pair.count == 2 else { throw WireFormatError("field tweets[\(i)]: expected [t, m]") }
+                    guard pair[0].magnitude <= InputLimits.maxTime else {
+                        throw WireFormatError(RejectReason.outOfRange, "field tweets[\(i)]: time \(pair[0]) beyond \(InputLimits.maxTime) s")
                     }
+                    try check("tweets[\(i)][1]", pair[1], max: InputLimits.maxMagnitude, what: "magnitude")
                     if let last = times.last, pair[0] < last {
-                        throw WireFormatError("field tweets[\(i)]: time \(pair[0]) before \(last)")
+                        throw WireFormatError(RejectReason.outOfOrder, "field tweets[\(i)]: time \(pair[0]) before \(last)")
                     }
                     times.append(pair[0])
                     marks.append(pair[1])
                 }
                 // Absolute times (2020 variant, spec §1.2) are shifted so the first tweet is at 0.
                 if let first = times.first, first != 0 { times = times.map { $0 - first } }
-                return .series(Series(cascade: w.cid, msg: w.msg, tObs: w.T_obs, times: times, magnitudes: marks))
+                return .series(Series(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), times: times, magnitudes: marks))
             case "size":
                 let w = try decoder.decode(SizeWire.self, from: data)
+                guard w.n_tot >= 0 else { throw WireFormatError(RejectReason.negative, "field n_tot: \(w.n_tot) < 0") }
+                try check("t_end", w.t_end, max: InputLimits.maxTime, what: "time")
                 return .size(CascadeSize(cascade: w.cid, tObs: try keyedWindow(w.T_obs), nTot: w.n_tot, tEnd: w.t_end))
             case "parameters":
                 let w = try decoder.decode(ParametersWire.self, from: data)
                 guard w.params.count >= 2 else { throw WireFormatError("field params: expected [p, beta]") }
+                guard w.n_obs >= 0 else { throw WireFormatError(RejectReason.negative, "field n_obs: \(w.n_obs) < 0") }
                 return .parameters(CascadeParameters(
                     cascade: w.cid, msg: w.msg, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
                     p: w.params[0], beta: w.params[1], nStar: w.n_star ?? .nan, g1: w.G1 ?? .nan))
@@ -235,31 +260,72 @@ public enum WireFormat {
                 let w = try decoder.decode(ModelWire.self, from: data)
                 var trees: [RegressionTree] = []
                 for (i, t) in w.trees.enumerated() {
+                    // Children come after their parent (the learner's layout), so that evaluating
+                    // a tree always ends at a leaf and never reads outside the arrays.
                     let n = t.feature.count
                     guard n > 0, t.threshold.count == n, t.left.count == n, t.right.count == n, t.value.count == n,
-                          t.left.allSatisfy({ (0..<n).contains($0) || $0 < 0 }),
-                          t.right.allSatisfy({ (0..<n).contains($0) || $0 < 0 })
+                          (0..<n).allSatisfy({ k in
+                              t.feature[k] < 0 || (t.left[k] > k && t.left[k] < n && t.right[k] > k && t.right[k] < n)
+                          })
                     else { throw WireFormatError("field trees[\(i)]: inconsistent node arrays") }
                     trees.append(RegressionTree(feature: t.feature, threshold: t.threshold, left: t.left,
                                                 right: t.right, value: t.value))
                 }
-                return .model(Model(tObs: w.T_obs, version: w.version, mode: w.mode, samples: w.samples, trees: trees))
+                return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees))
             case "alert":
                 let w = try decoder.decode(AlertWire.self, from: data)
-                return .alert(Alert(cascade: w.cid, msg: w.msg, tObs: w.T_obs, nTot: w.n_tot))
+                return .alert(Alert(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), nTot: w.n_tot))
             case "stat":
                 let w = try decoder.decode(StatWire.self, from: data)
-                return .stat(Stat(cascade: w.cid, tObs: w.T_obs, are: w.ARE))
+                guard w.ARE >= 0 else { throw WireFormatError(RejectReason.negative, "field ARE: \(w.ARE) < 0") }
+                return .stat(Stat(cascade: w.cid, tObs: try window(w.T_obs), are: w.ARE))
             case nil:
                 let w = try decoder.decode(LogWire.self, from: data)
                 return .log(LogRecord(time: w.t, source: w.source, level: w.level, message: w.message))
             case let other?:
-                throw WireFormatError("unknown message type \"\(other)\"")
+                throw WireFormatError(RejectReason.unknownType, "unknown message type \"\(other)\"")
             }
         } catch let error as WireFormatError {
             throw error
         } catch {
-            throw WireFormatError(describe(error))
+            throw classify(error, data)
+        }
+    }
+
+    /// Checks a time or magnitude: finite (always, from JSON), >= 0 and <= `max`.
+    private static func check(_ field: String, _ value: Double, max: Double, what: String) throws {
+        guard value >= 0 else { throw WireFormatError(RejectReason.negative, "field \(field): negative \(what) \(value)") }
+        guard value <= max else {
+            throw WireFormatError(RejectReason.outOfRange, "field \(field): \(what) \(value) beyond \(max)")
+        }
+    }
+
+    /// Checks an observation window: > 0 seconds.
+    private static func window(_ value: Int) throws -> Int {
+        guard value > 0 else { throw WireFormatError(RejectReason.outOfRange, "field T_obs: \(value) is not a window > 0 s") }
+        return value
+    }
+
+    /// The error for a failure of Foundation's decoder, with a reason. Foundation reports every
+    /// problem of the document itself as "not valid JSON"; our own syntax check then tells a
+    /// syntax error (with its offset) from a valid document whose number does not fit its field.
+    private static func classify(_ error: any Error, _ data: Data) -> WireFormatError {
+        guard let error = error as? DecodingError else { return WireFormatError("\(error)") }
+        switch error {
+        case .keyNotFound:
+            return WireFormatError(RejectReason.missingField, describe(error))
+        case .typeMismatch(_, let context) where context.codingPath.isEmpty:
+            return WireFormatError(RejectReason.invalidJSON, "invalid JSON: the value is not an object")
+        case .typeMismatch, .valueNotFound:
+            return WireFormatError(RejectReason.wrongType, describe(error))
+        case .dataCorrupted:
+            if let (offset, problem) = data.withUnsafeBytes({ JSONSyntax.firstError($0.bindMemory(to: UInt8.self)) }) {
+                return WireFormatError(RejectReason.invalidJSON, "invalid JSON at byte \(offset): \(problem)")
+            }
+            return WireFormatError(RejectReason.outOfRange,
+                                   "a number does not fit its field (too large, or not an integer where one is expected)")
+        @unknown default:
+            return WireFormatError(describe(error))
         }
     }
 

@@ -1,0 +1,162 @@
+// Tests of the input checks of TweetoscopeCore: the wire-format decoder's rejection reasons, the
+// UTF-8 validator, the JSON syntax checker and the dead letters. Expected values are worked out
+// by hand from the bytes given.
+import Testing
+import TweetoscopeCore
+
+/// The reason `WireFormat.decode` gives for `text` (nil when it decodes).
+fileprivate func reason(_ text: String, key: String? = nil) -> String? {
+    reason(Array(text.utf8), key: key)
+}
+
+fileprivate func reason(_ bytes: [UInt8], key: String? = nil) -> String? {
+    do {
+        _ = try WireFormat.decode(bytes, key: key)
+        return nil
+    } catch let e as WireFormatError {
+        return e.reason
+    } catch {
+        return "not a WireFormatError: \(error)"
+    }
+}
+
+@Suite struct WireFormatDecodeTests {
+    @Test(arguments: [
+        // (line, reason)
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": 3}"#, nil),
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": 3"#, "invalid_json"),
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ("", "invalid_json"),
+        (#"{"type": "gossip"}"#, "unknown_type"),
+        (#"{"type": "tweet", "m": 2, "tweet_id": 3}"#, "missing_field"),
+        (#"{"type": "tweet", "t": 1, "m": 2}"#, "missing_field"),
+        (#"{"type": "tweet", "t": "1", "m": 2, "tweet_id": 3}"#, "wrong_type"),
+        (#"{"type": "tweet", "t": null, "m": 2, "tweet_id": 3}"#, "wrong_type"),
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": "3"}"#, "wrong_type"),
+        (#"{"type": "tweet", "t": -1, "m": 2, "tweet_id": 3}"#, "negative"),
+        (#"{"type": "tweet", "t": 1, "m": -2, "tweet_id": 3}"#, "negative"),
+        (#"{"type": "tweet", "t": 1e13, "m": 2, "tweet_id": 3}"#, "out_of_range"),
+        (#"{"type": "tweet", "t": 1, "m": 2e12, "tweet_id": 3}"#, "out_of_range"),
+        (#"{"type": "tweet", "t": 1e400, "m": 2, "tweet_id": 3}"#, "out_of_range"),
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": 99999999999999999999}"#, "out_of_range"),
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": 1.5}"#, "out_of_range"),
+        (#"{"type": "tweet", "t": NaN, "m": 2, "tweet_id": 3}"#, "invalid_json"),
+        (#"{"type": "serie", "cid": 1, "msg": "", "T_obs": 600, "tweets": [[0, 1], [5, 2], [3, 1]]}"#, "out_of_order"),
+        (#"{"type": "serie", "cid": 1, "msg": "", "T_obs": 0, "tweets": [[0, 1]]}"#, "out_of_range"),
+        (#"{"type": "serie", "cid": 1, "msg": "", "T_obs": 600, "tweets": []}"#, "invalid_field"),
+        (#"{"type": "size", "cid": 1, "n_tot": -3, "t_end": 9, "T_obs": 600}"#, "negative"),
+        (#"{"type": "size", "cid": 1, "n_tot": 3, "t_end": 9}"#, "missing_field"),
+        (#"{"type": "stat", "cid": 1, "T_obs": -600, "ARE": 0.5}"#, "out_of_range"),
+    ] as [(String, String?)])
+    func reasons(_ line: String, _ expected: String?) {
+        #expect(reason(line) == expected, "\(line)")
+    }
+
+    @Test func invalidUTF8IsNamedBeforeJSON() {
+        // {"type": "tweet", "msg": "<FF>", ...}
+        var bytes = Array(#"{"type": "tweet", "msg": "x"#.utf8)
+        bytes.append(0xFF)
+        bytes += Array(#"", "t": 1, "m": 2, "tweet_id": 3}"#.utf8)
+        #expect(reason(bytes) == "invalid_utf8")
+        do {
+            _ = try WireFormat.decode(bytes)
+        } catch {
+            #expect("\(error)" == "invalid UTF-8 at byte 27")
+        }
+    }
+
+    @Test func syntaxErrorsGiveTheirOffset() {
+        do {
+            _ = try WireFormat.decode(Array(#"{"type": "tweet",, "t": 1}"#.utf8))
+            Issue.record("must not decode")
+        } catch {
+            #expect("\(error)" == "invalid JSON at byte 17: expected a string key, found ','")
+        }
+    }
+
+    @Test func modelTreesMustPointForward() {
+        // Node 0 splits to nodes 1 and 2 (leaves): valid. A child pointing back to the root (a
+        // cycle) or outside the arrays is rejected, so evaluating a tree always ends.
+        func model(_ left: [Int], _ right: [Int]) -> String {
+            #"{"type": "model", "T_obs": 600, "version": 1, "mode": "growth", "samples": 3, "trees": [{"feature": [0, -1, -1], "threshold": [1, 0, 0], "left": \#(left), "right": \#(right), "value": [0, 1, 2]}]}"#
+        }
+        #expect(reason(model([1, -1, -1], [2, -1, -1])) == nil)
+        #expect(reason(model([0, -1, -1], [2, -1, -1])) == "invalid_field")
+        #expect(reason(model([-1, -1, -1], [2, -1, -1])) == "invalid_field")
+        #expect(reason(model([1, -1, -1], [3, -1, -1])) == "invalid_field")
+    }
+
+    @Test func nonFiniteNumbersNeitherCrashNorMakeInvalidJSON() throws {
+        // A sample with a NaN feature (a failed forecast) encodes as valid JSON, which the
+        // decoder then rejects as a wrong type.
+        let bytes = WireFormat.encode(.sample(Sample(cascade: 1, tObs: 600, x: [1, .nan, .infinity], w: 2)))
+        #expect(String(decoding: bytes, as: UTF8.self) == #"{"T_obs":600,"W":2,"X":[1,"nan","inf"],"cid":1,"type":"sample"}"#)
+        #expect(reason(bytes) == "wrong_type")
+        // Parameters without n_star and G1 (course producers) round-trip without them.
+        let p = try WireFormat.decode(Array(#"{"type": "parameters", "cid": 1, "msg": "m", "T_obs": 600, "n_obs": 10, "n_supp": 2.5, "params": [0.1, 0.001]}"#.utf8))
+        #expect(String(decoding: WireFormat.encode(p), as: UTF8.self)
+                == #"{"T_obs":600,"cid":1,"msg":"m","n_obs":10,"n_supp":2.5,"params":[0.1,0.001],"type":"parameters"}"#)
+    }
+}
+
+@Suite struct InputCheckTests {
+    @Test(arguments: [
+        // (bytes, offset of the first invalid byte)
+        ([0x61, 0x62], nil),
+        ([0xC3, 0xA9], nil),                     // é
+        ([0xE2, 0x82, 0xAC], nil),               // €
+        ([0xF0, 0x9F, 0x98, 0x80], nil),         // 😀
+        ([0x61, 0xFF], 1),
+        ([0xC0, 0x80], 0),                       // overlong NUL
+        ([0xE0, 0x80, 0x80], 0),                 // overlong
+        ([0xED, 0xA0, 0x80], 0),                 // surrogate U+D800
+        ([0xF4, 0x90, 0x80, 0x80], 0),           // above U+10FFFF
+        ([0x61, 0x62, 0xE2, 0x82], 2),           // cut short
+        ([0x80], 0),                             // lone continuation
+        ([0xC3, 0xA9, 0xA9], 2),                 // continuation after a complete character
+    ] as [([UInt8], Int?)])
+    func utf8(_ bytes: [UInt8], _ expected: Int?) {
+        #expect(bytes.withUnsafeBufferPointer { UTF8Validation.firstInvalidByte($0) } == expected)
+    }
+
+    @Test(arguments: [
+        // (text, offset of the problem or nil when valid)
+        (#"{"a": [1, -2.5e+3, true, false, null, "x\n\u00e9\ud83d\ude00"], "b": {}}"#, nil),
+        (" 0 ", nil),
+        (#"{"a": 1,}"#, 8),
+        ("[1 2]", 3),
+        ("01", 0),
+        ("1.", 0),
+        ("-", 0),
+        (#"{"a" 1}"#, 5),
+        (#""\ud800""#, 1),
+        (#""\x""#, 1),
+        ("\"a\u{01}\"", 2),
+        ("[1] 2", 4),
+        ("tru", 0),
+        ("", 0),
+        ("[[[", 3),
+    ] as [(String, Int?)])
+    func jsonSyntax(_ text: String, _ expected: Int?) {
+        let bytes = Array(text.utf8)
+        #expect(bytes.withUnsafeBufferPointer { JSONSyntax.firstError($0)?.offset } == expected, "\(text)")
+    }
+
+    @Test func deepNestingIsAProblemNotACrash() {
+        let deep = Array(repeating: UInt8(ascii: "["), count: 100_000)
+        #expect(deep.withUnsafeBufferPointer { JSONSyntax.firstError($0) }?.offset == JSONSyntax.maxDepth)
+        #expect(reason(deep) == "invalid_json")
+    }
+
+    @Test func deadLetterTextIsCutAtACharacterAndCleaned() {
+        // 1023 'a' then 'é' (2 bytes) straddling the 1 KiB cut: the cut moves before 'é'.
+        let long = Array(repeating: UInt8(ascii: "a"), count: 1023) + [0xC3, 0xA9] + Array(repeating: UInt8(ascii: "b"), count: 10)
+        let text = long.withUnsafeBufferPointer { DeadLetter.text($0) }
+        #expect(text == String(repeating: "a", count: 1023) + "…")
+        let bad: [UInt8] = [0x61, 0xFF, 0x62]
+        #expect(bad.withUnsafeBufferPointer { DeadLetter.text($0) } == "a\u{FFFD}b")
+        let record = bad.withUnsafeBufferPointer { DeadLetter.record(stage: "src", reason: "invalid_utf8", location: "f:3", raw: $0) }
+        #expect(record.message == "invalid_utf8: f:3: a\u{FFFD}b" && record.level == "WARNING" && record.source == "src")
+    }
+}
