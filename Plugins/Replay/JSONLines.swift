@@ -34,7 +34,7 @@ final class JSONLinesSource: Stage {
         make: { _, options in try JSONLinesSource(options) })
 
     init(_ options: StageOptions) throws {
-        path = try options.string("path")
+        path = try options.readableFile("path")
         let s = try options.int("source")
         guard s >= -1 else { throw StageConfigError(option: "source", "must be >= 0, or -1 for the line's field; got \(s)") }
         source = s >= 0 ? SourceID(s) : nil

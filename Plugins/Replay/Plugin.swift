@@ -84,8 +84,8 @@ final class ReplaySource: Stage {
         make: { _, options in try ReplaySource(options) })
 
     init(_ options: StageOptions) throws {
-        path = try options.string("path")
-        index = options.has("index") ? try options.string("index") : nil
+        path = try options.readableFile("path")
+        index = options.has("index") ? try options.readableFile("index") : nil
         switch try options.string("format") {
         case "long":
             guard index == nil else { throw StageConfigError(option: "index", "is only used with format: course") }

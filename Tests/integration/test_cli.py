@@ -77,3 +77,20 @@ def test_run_shipped_config_writes_outputs_and_summary(daemon, tmp_path):
     want_series, want_sizes, _ = expected_output(read_cascades(ROOT / "data" / "sample.csv"), (600, 1200), 1800, 10)
     assert {(s["cid"], s["T_obs"]): s["n_tot"] for s in sizes} == want_sizes
     assert {(s["cid"], s["T_obs"]): s["tweets"] for s in series} == want_series
+
+
+def test_validate_reports_a_missing_data_file_at_its_option(daemon, tmp_path):
+    cfg = tmp_path / "missing.yaml"
+    cfg.write_text(
+        "plugins: [replay, collector]\n"
+        "stages:\n"
+        "  source:\n"
+        "    type: replay\n"
+        "    outputs: { tweets: tweets }\n"
+        f"    path: {tmp_path}/nope.csv\n"          # line 6
+        "  collector:\n"
+        "    type: collector\n"
+        "    inputs: { tweets: tweets }\n")
+    r = run(daemon, "validate", "--config", cfg)
+    assert r.returncode == 78
+    assert f"{cfg}:6:5: error: stage \"source\": option path: cannot read {tmp_path}/nope.csv: No such file or directory" in r.stderr, r.stderr

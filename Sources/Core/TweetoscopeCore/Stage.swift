@@ -1,6 +1,7 @@
 // The stage plugin API: what a plugin declares (StageDescriptor: ports and options) and what a
 // running stage gets (StageContext: its input and output streams, logger, counters).
 
+import Glibc
 import Synchronization
 
 /// A running stage: the unit of work of the pipeline (a source, the collector, the estimator...).
@@ -195,6 +196,22 @@ public struct StageOptions: Sendable {
             default: throw StageConfigError(option: key, "expected numbers")
             }
         }
+    }
+
+    /// The path in option `key`, checked to name a readable regular file (so that `validate`
+    /// reports a missing data file, not only `run`).
+    /// - Throws: ``StageConfigError`` naming the option when the file is missing, unreadable or a directory.
+    public func readableFile(_ key: String) throws -> String {
+        let path = try string(key)
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw StageConfigError(option: key, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) != S_IFDIR else { throw StageConfigError(option: key, "\(path) is a directory") }
+        guard access(path, R_OK) == 0 else {
+            throw StageConfigError(option: key, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        return path
     }
 
     public func strings(_ key: String) throws -> [String] {
