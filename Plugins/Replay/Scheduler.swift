@@ -3,35 +3,6 @@
 
 import TweetoscopeCore
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny PRNG that gives the same sequence on every
-/// machine for a given seed.
-struct SplitMix64 {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-
-    /// Uniform in 0..<n (n > 0), without modulo bias (Lemire's method).
-    mutating func next(below n: UInt64) -> UInt64 {
-        var m = next().multipliedFullWidth(by: n)
-        if m.low < n {
-            let threshold = (0 &- n) % n
-            while m.low < threshold { m = next().multipliedFullWidth(by: n) }
-        }
-        return m.high
-    }
-}
-
 /// A binary min-heap of (time, tie) keys carrying an Int32 payload; ties broken by `tie`.
 struct MinHeap {
     struct Entry {

@@ -1,21 +1,8 @@
 // Seeded pseudo-random numbers for the forest: the same seed gives the same forest on every
-// platform and every run (Swift's SystemRandomNumberGenerator cannot be seeded).
+// platform and every run (Swift's SystemRandomNumberGenerator cannot be seeded). SplitMix64
+// comes from TweetoscopeCore, shared with the replay source.
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a 64-bit generator used here to expand one seed into
-/// the state of ``Xoshiro256StarStar`` and to derive independent per-tree seeds.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TweetoscopeCore
 
 /// xoshiro256** 1.0 (Blackman & Vigna 2018), seeded through ``SplitMix64`` as its authors
 /// recommend. Fast, 256-bit state, passes BigCrush; not cryptographic.
