@@ -160,11 +160,13 @@ final class FileSink: Stage {
 
     func run(_ context: StageContext) async throws {
         try makeDirectories(directory)
+        // A run after a configuration reload appends to what the previous run wrote.
+        let appending = append || ranBefore.load(ordering: .relaxed)
         defer { ranBefore.store(true, ordering: .relaxed) }
         var files: [String: LineFile] = [:]
         for input in context.inputs("streams") where files[input.stream] == nil {
             let file = try LineFile(path: directory + "/" + Self.fileName(input.stream),
-                                    append: append || ranBefore.load(ordering: .relaxed))
+                                    append: appending)
             if file.tornBytesRemoved > 0 {
                 context.counters.add("torn_lines_truncated")
                 context.logger.warning("removed a torn last line left by an interrupted run", metadata: [
@@ -175,7 +177,7 @@ final class FileSink: Stage {
         }
         context.logger.info("writing streams", metadata: [
             "directory": .string(directory), "streams": .string(files.keys.sorted().joined(separator: ",")),
-            "append": .stringConvertible(append),
+            "append": .stringConvertible(appending),
         ])
         let (merged, consumer) = context.mergedInputs()
         do {

@@ -140,7 +140,7 @@ final class ReplaySource: Stage {
         }
         let selectedEvents = replay.cascades == data.cascadeCount ? data.events : nil
         context.logger.info(
-            "replay starting",
+            resumedAt == nil ? "replay starting" : "replay resuming after a reload",
             metadata: [
                 "file": .string(path), "format": .string(format.rawValue),
                 "cascades": .stringConvertible(replay.cascades),

@@ -147,7 +147,8 @@ public struct TopBoard: Sendable {
         let pool = includeEnded ? forecasts.count : running
         lines.append("top \(rows.count) of \(pool) \(includeEnded ? "" : "running ")cascades by forecast")
         if rows.isEmpty {
-            lines.append("no forecasts yet")
+            lines.append(forecasts.isEmpty ? "no forecasts yet"
+                         : "every cascade read has ended (its stat arrived); --all lists them with their ARE")
         } else {
             let idWidth = max(7, rows.map { String($0.forecast.cascade).count }.max()!)
             var header = Self.right("#", 3) + " " + Self.right("cascade", idWidth) + " " + Self.right("T_obs", 6) + " "
