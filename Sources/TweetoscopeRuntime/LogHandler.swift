@@ -21,14 +21,10 @@ public struct StderrLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var all = metadata
-        if let extra = event.metadata { all.merge(extra) { _, new in new } }
-        let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
-        countLogLine(event.level, stage: stage)
+        let (stage, all) = observe(event, metadata: metadata)
         var line = "\(Self.timestamp()) \(event.level.rawValue.uppercased()) [\(stage)] \(event.message)"
         for key in all.keys.sorted() { line += " \(key)=\(all[key]!)" }
         line += "\n"
-        if event.level >= .warning { LastProblem.shared.record("\(event.message)") }
         writeStandardError(line)
     }
 
@@ -55,4 +51,16 @@ public func writeStandardError(_ text: String) {
         if n <= 0 { break }
         offset += n
     }
+}
+
+/// What both log handlers do with an event before writing it: the handler's metadata merged with
+/// the event's, the stage taken out of it ("daemon" when none), the line counted per level and
+/// stage, and a warning or worse remembered for the status line.
+func observe(_ event: LogEvent, metadata: Logger.Metadata) -> (stage: String, metadata: Logger.Metadata) {
+    var all = metadata
+    if let extra = event.metadata { all.merge(extra) { _, new in new } }
+    let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
+    countLogLine(event.level, stage: stage)
+    if event.level >= .warning { LastProblem.shared.record("\(event.message)") }
+    return (stage, all)
 }

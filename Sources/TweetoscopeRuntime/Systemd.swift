@@ -89,15 +89,13 @@ public struct JournaldLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var all = metadata
-        if let extra = event.metadata { all.merge(extra) { _, new in new } }
-        let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
-        countLogLine(event.level, stage: stage)
+        let observed = observe(event, metadata: metadata)
+        var all = observed.metadata
         var fields: [String] = [
             "MESSAGE=\(event.message)",
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=tweetoscoped",
-            "STAGE=\(stage)",
+            "STAGE=\(observed.stage)",
             "CODE_FILE=\(event.file)",
             "CODE_LINE=\(event.line)",
             "CODE_FUNC=\(event.function)",
@@ -108,7 +106,6 @@ public struct JournaldLogHandler: LogHandler {
             let name = String(key.uppercased().map { $0.isLetter || $0.isNumber ? $0 : "_" })
             if let first = name.first, first.isLetter { fields.append("\(name)=\(value)") }
         }
-        if event.level >= .warning { LastProblem.shared.record("\(event.message)") }
         let strings = fields.map { strdup($0)! }
         defer { strings.forEach { free($0) } }
         var vectors = strings.map { iovec(iov_base: UnsafeMutableRawPointer($0), iov_len: strlen($0)) }
