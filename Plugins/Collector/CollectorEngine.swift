@@ -25,6 +25,25 @@ struct CollectorEmission {
     var tally = CollectorTally()
 }
 
+/// A partition of a replayable input: the ledger of the source that read it, and its number.
+struct PartitionKey: Hashable {
+    var ledger: ObjectIdentifier
+    var partition: Int32
+    init(_ origin: RecordOrigin) {
+        ledger = ObjectIdentifier(origin.ledger)
+        partition = origin.partition
+    }
+}
+
+/// Open cascades of one partition in opening order, with their first record's offset: the head
+/// (once stale entries are skipped) is the oldest record the collector still needs there.
+struct HeldQueue {
+    var slots: [Int] = []
+    var generations: [UInt32] = []
+    var offsets: [Int64] = []
+    var head = 0
+}
+
 /// An open cascade, stored in a reusable slot of its source's slab.
 struct CascadeSlot {
     var id: CascadeID = 0
@@ -78,6 +97,12 @@ struct SourceProcessor {
     private var ended: Set<CascadeID> = []
     private var endedRing: [CascadeID] = []
     private var endedNext = 0
+    /// For events read from a replayable input: the partition of the latest one, and the open
+    /// cascades per partition with the offset of their first event.
+    private(set) var partition: PartitionKey?
+    private var held: [PartitionKey: HeldQueue] = [:]
+    /// Partitions this source has open cascades from (or had).
+    var heldPartitions: Dictionary<PartitionKey, HeldQueue>.Keys { held.keys }
 
     init(source: SourceID, settings: CollectorSettings) {
         self.source = source
@@ -140,6 +165,13 @@ struct SourceProcessor {
             linkNewest(s)
             order.append(s)
             orderGeneration.append(slots[s].generation)
+            if let origin = tweet.origin {
+                let key = PartitionKey(origin)
+                partition = key
+                held[key, default: HeldQueue()].slots.append(s)
+                held[key]!.generations.append(slots[s].generation)
+                held[key]!.offsets.append(origin.offset)
+            }
             out.tally.opened += 1
             return .accepted
         }
@@ -151,6 +183,26 @@ struct SourceProcessor {
         order.removeAll()
         orderGeneration.removeAll()
         for k in cursors.indices { cursors[k] = 0 }
+        held.removeAll()
+    }
+
+    /// Records that the latest event came from partition `key` (for events of replayable inputs).
+    mutating func noteOrigin(_ key: PartitionKey) { partition = key }
+
+    /// The offset of the first event of the oldest cascade still open from partition `key`, nil
+    /// when none is (entries of ended cascades are dropped on the way).
+    mutating func keepFrom(_ key: PartitionKey) -> Int64? {
+        guard var q = held[key] else { return nil }
+        held[key] = nil  // mutate the queue in place, without a copy
+        defer { held[key] = q }
+        while q.head < q.slots.count && slots[q.slots[q.head]].generation != q.generations[q.head] { q.head += 1 }
+        if q.head >= 1024 && q.head * 2 >= q.slots.count {
+            q.slots.removeFirst(q.head)
+            q.generations.removeFirst(q.head)
+            q.offsets.removeFirst(q.head)
+            q.head = 0
+        }
+        return q.head < q.slots.count ? q.offsets[q.head] : nil
     }
 
     /// Steps 1 and 2 at source time `now`.
@@ -271,6 +323,14 @@ struct CollectorEngine {
     private(set) var openCascades = 0
     /// Sequence number of the latest event.
     private var touches: UInt64 = 0
+    /// Replayable inputs (Kafka sources) the events came from, with the assignment last seen.
+    private var ledgers: [ObjectIdentifier: (ledger: OffsetLedger, generation: Int, assigned: Set<Int32>)] = [:]
+    /// Per partition of a replayable input: the offset after the latest event processed.
+    private var processed: [PartitionKey: Int64] = [:]
+
+    /// True once events came from a replayable input: the open cascades can be rebuilt by reading
+    /// again from the committed positions, so they are not flushed when the daemon stops.
+    var holdsPositions: Bool { !ledgers.isEmpty }
 
     init(settings: CollectorSettings, buildSeries: Bool, buildSizes: Bool) {
         self.settings = settings
@@ -280,6 +340,9 @@ struct CollectorEngine {
 
     /// Processes one input batch; output accumulates until ``takeOutput()``.
     mutating func consume(_ batch: [Message], context: StageContext) {
+        if !ledgers.isEmpty { followAssignments(context) }
+        var lastKey: PartitionKey?
+        var lastAssigned = true
         for message in batch {
             guard case .tweet(let tweet) = message else {
                 context.counters.reject("unexpected_message")
@@ -287,11 +350,32 @@ struct CollectorEngine {
                 continue
             }
             out.tally.events += 1
+            var key: PartitionKey?
+            if let origin = tweet.origin {
+                let k = PartitionKey(origin)
+                if k != lastKey {
+                    if ledgers[k.ledger] == nil {
+                        let (generation, assigned) = origin.ledger.assignment
+                        ledgers[k.ledger] = (origin.ledger, generation, assigned)
+                    }
+                    lastKey = k
+                    lastAssigned = ledgers[k.ledger]!.assigned.contains(k.partition)
+                }
+                guard lastAssigned else {
+                    // Read before its partition moved to another consumer of the group, which
+                    // rebuilds the partition's cascades from the committed position.
+                    context.counters.add("revoked_skipped")
+                    continue
+                }
+                processed[k] = max(processed[k] ?? 0, origin.offset + 1)
+                key = k
+            }
             guard tweet.time.isFinite else {
                 reject("invalid_time", tweet, "non-finite time \(tweet.time)", context)
                 continue
             }
             let p = processorIndex(tweet.source)
+            if let key { processors[p].noteOrigin(key) }
             let before = processors[p].openCount
             touches &+= 1
             let outcome = processors[p].process(tweet, touch: touches, into: &out)
@@ -307,6 +391,53 @@ struct CollectorEngine {
             case .duplicateTweet: reject("duplicate_tweet", tweet, "tweet of an already opened cascade", context)
             }
         }
+    }
+
+    /// Checks the replayable inputs' partition assignments: the sources whose events came from a
+    /// partition now revoked are dropped without output (the partition's new owner rebuilds them
+    /// from the committed position), and counted `revoked_cascades`.
+    private mutating func followAssignments(_ context: StageContext) {
+        for (id, entry) in ledgers {
+            let (generation, assigned) = entry.ledger.assignment
+            guard generation != entry.generation else { continue }
+            ledgers[id] = (entry.ledger, generation, assigned)
+            processed = processed.filter { $0.key.ledger != id || assigned.contains($0.key.partition) }
+            var kept: [SourceProcessor] = []
+            var dropped = 0
+            for processor in processors {
+                if let key = processor.partition, key.ledger == id, !assigned.contains(key.partition) {
+                    dropped += processor.openCount
+                } else {
+                    kept.append(processor)
+                }
+            }
+            guard kept.count != processors.count else { continue }
+            processors = kept
+            index = [:]
+            for (i, processor) in processors.enumerated() { index[processor.source] = i }
+            lastIndex = -1
+            openCascades -= dropped
+            context.counters.add("revoked_cascades", dropped)
+            context.logger.info("partitions revoked: dropped their open cascades (their new owner rebuilds them)", metadata: [
+                "cascades": .stringConvertible(dropped), "assigned": .string(assigned.sorted().map(String.init).joined(separator: ",")),
+            ])
+        }
+    }
+
+    /// Per replayable input: the assignment generation seen and, per partition, the position the
+    /// source may commit once the output so far is durable (``OffsetLedger/HeldPosition``).
+    mutating func heldPositions() -> [(ledger: OffsetLedger, generation: Int, positions: [Int32: OffsetLedger.HeldPosition])] {
+        var result: [ObjectIdentifier: [Int32: OffsetLedger.HeldPosition]] = [:]
+        for (key, next) in processed {
+            result[key.ledger, default: [:]][key.partition] = OffsetLedger.HeldPosition(keepFrom: next, processed: next)
+        }
+        for p in processors.indices {
+            for key in Array(processors[p].heldPartitions) {
+                guard let first = processors[p].keepFrom(key), let current = result[key.ledger]?[key.partition] else { continue }
+                result[key.ledger]![key.partition]!.keepFrom = min(current.keepFrom, first)
+            }
+        }
+        return ledgers.map { id, entry in (entry.ledger, entry.generation, result[id] ?? [:]) }
     }
 
     /// Ends every open cascade of every source (end of input).

@@ -90,6 +90,7 @@ final class CollectorStage: Stage {
             OptionSpec("max_open_cascades", .int, default: .int(1_000_000),
                        doc: "Most cascades open at once across all sources (count); above it the cascade with the oldest last event (by arrival) ends early as if terminated, counted `evicted`; >= 1"),
         ],
+        acknowledgement: .holdsPositions,
         make: { _, options in try CollectorStage(settings: CollectorSettings(options)) })
 
     func run(_ context: StageContext) async throws {
@@ -105,25 +106,40 @@ final class CollectorStage: Stage {
         }
         recordOpen(engine.openCascades)
 
+        let outputs = [seriesOut, sizesOut].compactMap { $0 }
+        var lastProposal = ContinuousClock.now
+        func process(_ batch: [Message], idle: Bool) async {
+            let began = ContinuousClock.now
+            engine.consume(batch, context: context)
+            context.recordProcessing(since: began)
+            recordOpen(engine.openCascades)
+            await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            if engine.holdsPositions, idle || ContinuousClock.now - lastProposal >= Self.proposalInterval {
+                proposePositions(&engine, outputs: outputs, context: context)
+                lastProposal = ContinuousClock.now
+            }
+        }
         let inputs = context.inputs("tweets")
         if inputs.count == 1 {
             let input = inputs[0]
-            while let batch = await input.next() {
-                let began = ContinuousClock.now
-                engine.consume(batch, context: context)
-                context.recordProcessing(since: began)
-                recordOpen(engine.openCascades)
-                await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
-            }
+            while let batch = await input.next() { await process(batch, idle: input.pending == 0) }
         } else if !inputs.isEmpty {
             let (merged, consumer) = context.mergedInputs()
             while let tagged = await merged.next(consumer) {
-                let began = ContinuousClock.now
-                engine.consume(tagged.messages, context: context)
-                context.recordProcessing(since: began)
-                recordOpen(engine.openCascades)
-                await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+                await process(tagged.messages, idle: merged.pending(consumer) == 0 && tagged.input.pending == 0)
             }
+        }
+        if engine.holdsPositions && context.stopRequested {
+            // Tweets from Kafka: the open cascades are not flushed (that would emit truncated
+            // sizes); the next run, here or in another daemon of the group, rebuilds them by reading
+            // again from the committed offsets.
+            await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            proposePositions(&engine, outputs: outputs, context: context)
+            context.logger.info("open cascades left to be rebuilt from the committed kafka offsets", metadata: [
+                "cascades": .stringConvertible(engine.openCascades),
+                "reason": .string(context.isReloading ? "reload" : "shutdown"),
+            ])
+            return
         }
         if context.isReloading {
             // The configuration is being reloaded: keep the open cascades for the next run.
@@ -135,6 +151,22 @@ final class CollectorStage: Stage {
         engine.flushAll()
         recordOpen(engine.openCascades)
         await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+        if engine.holdsPositions { proposePositions(&engine, outputs: outputs, context: context) }
+    }
+
+    /// Least time between two proposals of commit positions while busy (always when idle).
+    static let proposalInterval: Duration = .milliseconds(100)
+
+    /// Tells each Kafka source the tweets came from which offsets it may commit once the output
+    /// sent so far is durable: per partition, the first event of the oldest cascade still open.
+    private func proposePositions(_ engine: inout CollectorEngine, outputs: [StageOutput], context: StageContext) {
+        let sent = outputs.map { ($0, $0.latestSequence) }
+        let durable: @Sendable () -> Bool = { sent.allSatisfy { $0.0.durable >= $0.1 } }
+        for (ledger, generation, positions) in engine.heldPositions() where !positions.isEmpty {
+            if !ledger.propose(holder: context.name, generation: generation, positions: positions, when: durable) {
+                context.counters.add("proposals_skipped")
+            }
+        }
     }
 
     /// Moves the counts to the stage counters and sends the pending output batches.

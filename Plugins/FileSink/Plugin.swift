@@ -86,6 +86,14 @@ final class LineFile {
     }
 
     /// Buffers one line (the JSON value and "\n"); writes the buffer out once it is large.
+    /// Batches whose lines are in `buffer`, acknowledged once written.
+    private var unacknowledged: [(input: StageInput, ordinal: Int)] = []
+
+    /// Acknowledges batch `ordinal` of `input` once everything appended so far is written.
+    func acknowledgeAfterWrite(_ input: StageInput, _ ordinal: Int) {
+        if buffer.isEmpty { input.acknowledge(through: ordinal) } else { unacknowledged.append((input, ordinal)) }
+    }
+
     func append(_ json: [UInt8]) throws {
         buffer.append(contentsOf: json)
         buffer.append(0x0A)
@@ -114,6 +122,9 @@ final class LineFile {
             }
         }
         buffer.removeAll(keepingCapacity: true)
+        // In the kernel now: a killed daemon no longer loses these lines.
+        for (input, ordinal) in unacknowledged { input.acknowledge(through: ordinal) }
+        unacknowledged.removeAll()
     }
 
     /// Writes what is left, fsyncs and closes the file.
@@ -143,6 +154,7 @@ final class FileSink: Stage {
             OptionSpec("append", .bool, default: .bool(false),
                        doc: "append to existing files; otherwise they are truncated at start"),
         ],
+        acknowledgement: .explicit,
         make: { _, options in try FileSink(options) })
 
     init(_ options: StageOptions) throws {
@@ -185,7 +197,14 @@ final class FileSink: Stage {
                 guard let file = files[tagged.stream] else { continue }
                 let began = ContinuousClock.now
                 for message in tagged.messages { try file.append(WireFormat.encode(message)) }
-                try file.flushIfStale()
+                file.acknowledgeAfterWrite(tagged.input, tagged.ordinal)
+                // Lines are written in large chunks under load, and as soon as the input is idle
+                // (so a replayable source upstream can commit what is written).
+                if merged.pending(consumer) == 0 && tagged.input.pending == 0 {
+                    try file.flush()
+                } else {
+                    try file.flushIfStale()
+                }
                 context.recordProcessing(since: began)
                 context.counters.add("lines.\(tagged.stream)", tagged.messages.count)
             }

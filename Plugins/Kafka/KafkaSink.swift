@@ -1,4 +1,5 @@
 // `kafka_sink`: writes every message of its input streams to one topic, with the course's keys.
+import Synchronization
 import TweetoscopeCore
 import TweetoscopeKafka
 
@@ -15,6 +16,7 @@ final class KafkaSink: Stage {
                           doc: "streams to produce, all to the same topic")],
         outputs: [],
         options: CommonOptions.specs,
+        acknowledgement: .explicit,
         make: { _, options in try KafkaSink(options) })
 
     let common: CommonOptions.Values
@@ -59,15 +61,28 @@ final class KafkaSink: Stage {
                 ])
             }
         }
+        // Each input batch is acknowledged once all its records have a delivery report, so a
+        // replayable source upstream commits only what Kafka has (a lost record is counted, and
+        // acknowledged too: nothing would bring it back).
+        var acknowledgers: [ObjectIdentifier: BatchAcknowledger] = [:]
         while let tagged = await merged.next(consumer) {
             let began = ContinuousClock.now
             defer { context.recordProcessing(since: began) }
+            let key = tagged.input.id
+            let acknowledger = acknowledgers[key] ?? BatchAcknowledger(tagged.input)
+            acknowledgers[key] = acknowledger
+            let batch = PendingBatch(records: tagged.messages.count, ordinal: tagged.ordinal, acknowledger: acknowledger)
+            let completion: @Sendable (Result<Delivery, KafkaError>) -> Void = { result in
+                onDelivery(result)
+                batch.recordDone()
+            }
             for message in tagged.messages {
                 let record = ProducerRecord(topic: topic, key: WireFormat.key(message).map { Array($0.utf8) },
                                             value: WireFormat.encode(message))
                 do {
-                    try await producer.enqueue(record, completion: onDelivery)
+                    try await producer.enqueue(record, completion: completion)
                 } catch {
+                    batch.recordDone()
                     counters.reject("delivery_failed")
                     deliveryErrors.increment()
                     context.warnRateLimited("delivery_failed", "kafka refused a record, record lost: \(error)", metadata: [
@@ -87,5 +102,23 @@ final class KafkaSink: Stage {
             "delivered": .stringConvertible(counters["delivered"]),
             "failed": .stringConvertible(counters["rejected.delivery_failed"]),
         ])
+    }
+}
+
+/// The records of one input batch still waiting for their delivery report.
+final class PendingBatch: Sendable {
+    private let left: Atomic<Int>
+    private let ordinal: Int
+    private let acknowledger: BatchAcknowledger
+
+    init(records: Int, ordinal: Int, acknowledger: BatchAcknowledger) {
+        left = Atomic(records)
+        self.ordinal = ordinal
+        self.acknowledger = acknowledger
+    }
+
+    /// One record is delivered (or lost); the last one acknowledges the batch.
+    func recordDone() {
+        if left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { acknowledger.complete(ordinal) }
     }
 }

@@ -14,7 +14,13 @@ enum DecodeOutcome: Sendable {
 /// them downstream in batches.
 ///
 /// - At least once: a batch's offsets are committed only after the batch was handed to the
-///   output stream. After a crash, the uncommitted tail is read again (duplicates, never gaps).
+///   output stream, and, when a stage downstream keeps records beyond their batch (the collector
+///   keeps the events of open cascades), only up to the first record it still needs, once what it
+///   produced from the records before is durable (``OffsetLedger``). After a crash or a kill, the
+///   uncommitted tail is read again: duplicates, never gaps.
+/// - Duplicates: window-keyed records (series, size, parameters, sample, alert, stat) already seen
+///   among the last `deduplicate` (type, cid, T_obs) keys are dropped and counted (`duplicates`),
+///   so a daemon reading what a restarted upstream daemon produced again passes each result once.
 /// - A record that does not decode (or whose value is larger than `max_record_bytes`) is
 ///   counted (`rejected.<reason>`: `empty_value`, `oversized` or a ``WireFormatError/reason``),
 ///   logged (rate-limited) with its topic, partition and offset, sent as a dead letter to the
@@ -28,6 +34,9 @@ enum DecodeOutcome: Sendable {
 final class KafkaSource: Stage {
     static let batchSize = 4096
     static let idleToEnd: Duration = .seconds(1)
+    static let defaultDeduplicate = 200_000
+    /// Longest wait, when stopping, for the stages holding positions to catch up before the final commit.
+    static let finalCommitWait: Duration = .seconds(10)
 
     static let descriptor = StageDescriptor(
         type: "kafka_source",
@@ -47,6 +56,8 @@ final class KafkaSource: Stage {
                        doc: "end once every assigned partition is at its end and idle for 1 s (finite runs: tests, benchmarks)"),
             OptionSpec("max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
                        doc: "largest record value in bytes; larger ones are rejected as `oversized`; 64 to 1073741824"),
+            OptionSpec("deduplicate", .int, default: .int(KafkaSource.defaultDeduplicate),
+                       doc: "window-keyed records (series, size, parameters, sample, alert, stat) remembered by (type, cid, T_obs) to drop ones delivered again after a crash upstream (count; 0 = keep every record)"),
         ],
         make: { _, options in try KafkaSource(options) })
 
@@ -56,6 +67,8 @@ final class KafkaSource: Stage {
     let stopAtEnd: Bool
     /// Largest record value in bytes.
     let maxRecordBytes: Int
+    /// Keys remembered for duplicate detection (0: off).
+    let deduplicate: Int
     let parallelism = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
     init(_ options: StageOptions) throws {
@@ -69,6 +82,8 @@ final class KafkaSource: Stage {
             throw StageConfigError(option: "max_record_bytes",
                                    "must be within \(InputLimits.maxRecordBytesRange.lowerBound)...\(InputLimits.maxRecordBytesRange.upperBound) bytes, got \(maxRecordBytes)")
         }
+        deduplicate = try options.int("deduplicate")
+        guard deduplicate >= 0 else { throw StageConfigError(option: "deduplicate", "must be >= 0, got \(deduplicate)") }
         try CommonOptions.validate(consumerConfig)
     }
 
@@ -130,8 +145,14 @@ final class KafkaSource: Stage {
         var ends: [TopicPartition: Int64] = [:]    // partitions at their end, with the end offset
         var idleSince: ContinuousClock.Instant?
         var generation = 0
+        // Commit positions: with stages downstream holding records (the collector), only what
+        // they release; otherwise what was handed over.
+        let commits = CommitPolicy(ledger: context.positionHolders > 0 ? OffsetLedger(holders: context.positionHolders) : nil,
+                                   topic: common.topic)
+        var recent = RecentKeys<WindowKey>(capacity: deduplicate)
         while !context.stopRequested {
             let polled = await consumer.poll(max: Self.batchSize, timeout: .milliseconds(100))
+            commits.follow(consumer.assignment, generation: consumer.assignmentGeneration, handed: &handed)
             for error in polled.errors {
                 context.counters.add("kafka_error.\(error.reason)")
                 context.warnRateLimited("kafka_\(error.reason)", "kafka consumer: \(error.message)",
@@ -145,23 +166,33 @@ final class KafkaSource: Stage {
             }
             let began = ContinuousClock.now
             let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism, maxRecordBytes: maxRecordBytes)
+            var duplicates = 0
             for (record, outcome) in zip(polled.records, outcomes) {
                 switch outcome {
-                case .message(let m): batch.append(m)
+                case .message(var m):
+                    if deduplicate > 0, let key = WindowKey(m), !recent.insert(key) {
+                        duplicates += 1
+                        continue
+                    }
+                    if let ledger = commits.ledger, case .tweet(var tweet) = m {
+                        tweet.origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset)
+                        m = .tweet(tweet)
+                        commits.tweetHanded(record.partition)
+                    }
+                    batch.append(m)
                 case .failure(let reason, let text): skip(rejected, record, reason, text)
                 }
             }
+            if duplicates > 0 { context.counters.add("duplicates", duplicates) }
             if !polled.records.isEmpty { context.recordProcessing(since: began) }
             lag.update(consumer.lag(), assigned: consumer.assignment)
             context.counters.add("records", polled.records.count)
             if !batch.isEmpty { await output.send(batch) }
             await rejected.flush()
-            if !offsets.isEmpty {
-                // Handed over: now the offsets may be committed (asynchronously; a failure is
-                // reported and the next commit covers it).
-                handed.merge(offsets) { max($0, $1) }
-                await consumer.commit(offsets, wait: false)
-            }
+            handed.merge(offsets) { max($0, $1) }
+            // Asynchronously; a failure is reported and the next commit covers it.
+            let due = commits.due(handed: handed)
+            if !due.isEmpty { await consumer.commit(due, wait: false) }
 
             guard stopAtEnd else { continue }
             if consumer.assignmentGeneration != generation {
@@ -190,10 +221,20 @@ final class KafkaSource: Stage {
             }
         }
 
-        // Everything read was handed over: make the commits durable, then leave the group.
+        // Everything read was handed over; with stages holding positions, give them a moment to
+        // process it and release what they can. Then make the commits durable and leave the group.
         let assigned = consumer.assignment
         lag.update(consumer.lag(), assigned: assigned, force: true)
-        let final = handed.filter { assigned.contains($0.key) }
+        if commits.ledger != nil {
+            let deadline = ContinuousClock.now + Self.finalCommitWait
+            while !commits.caughtUp(handed: handed), ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            if !commits.caughtUp(handed: handed) {
+                context.logger.warning("stopping before the stages downstream processed every record read; the rest is read again by the next run")
+            }
+        }
+        let final = commits.targets(handed: handed).filter { assigned.contains($0.key) }
         if let error = await consumer.commit(final, wait: true) {
             context.counters.add("commit_failed")
             context.logger.warning("kafka final offset commit failed (the tail may be redelivered): \(error)")
@@ -242,6 +283,69 @@ final class LagGauges {
                                             dimensions: [("stage", stage), ("topic", tp.topic), ("partition", "\(tp.partition)")])
             gauges[tp] = gauge
             gauge.record(records)
+        }
+    }
+}
+
+/// Which offsets the source commits. Without a position-holding stage downstream: everything
+/// handed over. With one (the collector): per partition where tweets were handed over, the
+/// position every holder has released (``OffsetLedger/committable()``); partitions whose records
+/// were all skipped (not decodable) commit what was handed over.
+final class CommitPolicy {
+    let ledger: OffsetLedger?
+    let topic: String
+    private var generation = -1
+    /// Partitions (of the current assignment) from which tweets were handed to the holders.
+    private var withTweets: Set<Int32> = []
+    /// The offsets last committed, to commit only changes.
+    private var committed: [TopicPartition: Int64] = [:]
+
+    init(ledger: OffsetLedger?, topic: String) {
+        self.ledger = ledger
+        self.topic = topic
+    }
+
+    /// Follows a rebalance: the ledger learns the new assignment, revoked partitions are forgotten.
+    func follow(_ assignment: Set<TopicPartition>, generation: Int, handed: inout [TopicPartition: Int64]) {
+        guard generation != self.generation else { return }
+        self.generation = generation
+        let partitions = Set(assignment.filter { $0.topic == topic }.map(\.partition))
+        ledger?.assign(partitions)
+        withTweets.formIntersection(partitions)
+        handed = handed.filter { assignment.contains($0.key) }
+        committed = committed.filter { assignment.contains($0.key) }
+    }
+
+    func tweetHanded(_ partition: Int32) { withTweets.insert(partition) }
+
+    /// The offset to commit per partition now.
+    func targets(handed: [TopicPartition: Int64]) -> [TopicPartition: Int64] {
+        guard let ledger else { return handed }
+        let released = ledger.committable()
+        var result: [TopicPartition: Int64] = [:]
+        for (tp, next) in handed {
+            if !withTweets.contains(tp.partition) {
+                result[tp] = next
+            } else if let held = released[tp.partition] {
+                result[tp] = min(held.keepFrom, next)
+            }
+        }
+        return result
+    }
+
+    /// The targets that changed since the last call.
+    func due(handed: [TopicPartition: Int64]) -> [TopicPartition: Int64] {
+        let changed = targets(handed: handed).filter { committed[$0.key] != $0.value }
+        committed.merge(changed) { $1 }
+        return changed
+    }
+
+    /// True once the holders have processed every tweet handed over (and their output is durable).
+    func caughtUp(handed: [TopicPartition: Int64]) -> Bool {
+        guard let ledger else { return true }
+        let released = ledger.committable()
+        return handed.allSatisfy { tp, next in
+            !withTweets.contains(tp.partition) || (released[tp.partition]?.processed ?? -1) >= next
         }
     }
 }

@@ -218,16 +218,29 @@ public final class Pipeline: Sendable {
             streams[name] = s
             return s
         }
+        // Stages holding record positions (the collector), by the streams they read: a replayable
+        // source feeding them commits only what they release.
+        var holdersByStream: [String: Set<String>] = [:]
+        for stage in config.stages where stage.descriptor.acknowledgement == .holdsPositions {
+            for bindings in stage.inputs.values {
+                for b in bindings { holdersByStream[b.stream, default: []].insert(stage.name) }
+            }
+        }
         var contexts: [(StageConfig, StageContext)] = []
         for stage in config.stages {
             var inputs: [String: [StageInput]] = [:]
+            let autoAck = stage.descriptor.acknowledgement != .explicit
             for (port, bindings) in stage.inputs {
-                inputs[port] = bindings.map { StageInput(stream: stream($0.stream)) }
+                inputs[port] = bindings.map { StageInput(stream: stream($0.stream), autoAck: autoAck) }
             }
             var outputs: [String: StageOutput] = [:]
-            for (port, binding) in stage.outputs { outputs[port] = StageOutput(stream: stream(binding.stream)) }
+            var holders = Set<String>()
+            for (port, binding) in stage.outputs {
+                outputs[port] = StageOutput(stream: stream(binding.stream))
+                holders.formUnion(holdersByStream[binding.stream] ?? [])
+            }
             let context = StageContext(name: stage.name, type: stage.type, logger: logger, inputs: inputs,
-                                       outputs: outputs, stop: stop)
+                                       outputs: outputs, stop: stop, positionHolders: holders.count)
             contexts.append((stage, context))
         }
         let allStreams = streams

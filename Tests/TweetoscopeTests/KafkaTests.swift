@@ -130,7 +130,9 @@ import TweetoscopeKafka
     @Test func descriptorsDeclareTheDocumentedOptions() throws {
         let source = try stageDescriptor("kafka_source", plugin: "kafka")
         #expect(source.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions",
-                                              "group", "start", "stop_at_end", "max_record_bytes"])
+                                              "group", "start", "stop_at_end", "max_record_bytes", "deduplicate"])
+        #expect(source.options.first { $0.key == "deduplicate" }?.defaultValue == .int(200_000))
+        #expect(source.acknowledgement == .onReceipt)
         #expect(source.outputs.map(\.name) == ["messages", "rejected"] && source.outputs[0].kinds == Set(MessageKind.allCases))
         #expect(source.outputs[1].kinds == [.log] && !source.outputs[1].required)
         #expect(source.options.first { $0.key == "max_record_bytes" }?.defaultValue == .int(1 << 20))
@@ -138,6 +140,7 @@ import TweetoscopeKafka
         #expect(source.options.first { $0.key == "start" }?.type == .choice(["earliest", "latest"]))
         let sink = try stageDescriptor("kafka_sink", plugin: "kafka")
         #expect(sink.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions"])
+        #expect(sink.acknowledgement == .explicit, "a replayable source upstream commits only what Kafka acknowledged")
         #expect(sink.inputs.map(\.name) == ["messages"] && sink.inputs[0].multiple)
         #expect(sink.options.first { $0.key == "brokers" }?.defaultValue == .string("localhost:9092"))
     }

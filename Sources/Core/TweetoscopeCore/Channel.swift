@@ -16,12 +16,25 @@ public final class Channel<Element: Sendable>: Sendable {
         var head = 0
         var waiter: CheckedContinuation<Element?, Never>?
         var detached = false
+        /// Elements handed to this consumer so far (its position in the stream).
+        var delivered = 0
+        /// Elements this consumer has acknowledged (made durable, see ``acknowledge(_:through:)``).
+        var acked = 0
+        /// Whether receiving an element acknowledges it.
+        var autoAck = true
         var pending: Int { buffer.count - head }
+
+        mutating func handedOne() {
+            delivered += 1
+            if autoAck { acked = delivered }
+        }
     }
 
     private struct State {
         var consumers: [Consumer] = []
         var producers = 0
+        /// Elements sent so far: the sequence number of the latest one (the first is 1).
+        var sent = 0
         var producerWaiters: [CheckedContinuation<Void, Never>] = []
 
         func full(_ capacity: Int) -> Bool {
@@ -50,10 +63,36 @@ public final class Channel<Element: Sendable>: Sendable {
     }
 
     /// Registers a consumer and returns its id for ``next(_:)``.
-    public func addConsumer() -> Int {
+    ///
+    /// - Parameter autoAck: true (default) when receiving an element is all the consumer does
+    ///   before the element counts as done; false when the consumer acknowledges elements itself
+    ///   with ``acknowledge(_:through:)`` once their effect is durable (a sink).
+    public func addConsumer(autoAck: Bool = true) -> Int {
         state.withLock { s in
-            s.consumers.append(Consumer())
+            var c = Consumer()
+            c.autoAck = autoAck
+            s.consumers.append(c)
             return s.consumers.count - 1
+        }
+    }
+
+    /// Marks the first `count` elements received by consumer `id` as done (durable). Counts only
+    /// grow; a count beyond what the consumer has received is capped.
+    public func acknowledge(_ id: Int, through count: Int) {
+        state.withLock { s in
+            let c = min(count, s.consumers[id].delivered)
+            if c > s.consumers[id].acked { s.consumers[id].acked = c }
+        }
+    }
+
+    /// The number of leading elements of the stream every attached consumer has acknowledged:
+    /// element number `n` (as returned by ``send(_:)``) is done everywhere once `durable >= n`.
+    /// Detached consumers are not waited for; with no consumer, everything sent is done.
+    public var durable: Int {
+        state.withLock { s in
+            var low = s.sent
+            for c in s.consumers where !c.detached && c.acked < low { low = c.acked }
+            return low
         }
     }
 
@@ -66,24 +105,28 @@ public final class Channel<Element: Sendable>: Sendable {
     }
 
     /// Sends `element` to every attached consumer, waiting while any of their buffers is full.
-    public func send(_ element: Element) async {
+    /// Returns the element's sequence number in the stream (1 for the first element sent).
+    @discardableResult
+    public func send(_ element: Element) async -> Int {
         while true {
-            let delivered: [CheckedContinuation<Element?, Never>]? = state.withLock { s in
+            let delivered: (wake: [CheckedContinuation<Element?, Never>], seq: Int)? = state.withLock { s in
                 if s.full(capacity) { return nil }
+                s.sent += 1
                 var wake: [CheckedContinuation<Element?, Never>] = []
                 for i in s.consumers.indices where !s.consumers[i].detached {
                     if let waiter = s.consumers[i].waiter {
                         s.consumers[i].waiter = nil
+                        s.consumers[i].handedOne()
                         wake.append(waiter)
                     } else {
                         s.consumers[i].buffer.append(element)
                     }
                 }
-                return wake
+                return (wake, s.sent)
             }
             if let delivered {
-                for waiter in delivered { waiter.resume(returning: element) }
-                return
+                for waiter in delivered.wake { waiter.resume(returning: element) }
+                return delivered.seq
             }
             await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
                 let retryNow = state.withLock { s -> Bool in
@@ -122,6 +165,7 @@ public final class Channel<Element: Sendable>: Sendable {
                 if s.consumers[id].pending > 0 {
                     let element = s.consumers[id].buffer[s.consumers[id].head]
                     s.consumers[id].head += 1
+                    s.consumers[id].handedOne()
                     if s.consumers[id].head == s.consumers[id].buffer.count {
                         s.consumers[id].buffer.removeAll(keepingCapacity: true)
                         s.consumers[id].head = 0

@@ -29,9 +29,13 @@ public struct Tweet: Sendable, Hashable {
     public var cascade: CascadeID
     /// Free-form debugging information (`cascade=<n>` from the course generator).
     public var info: String
+    /// Where the event was read from when it came from a replayable input (a Kafka partition)
+    /// and a stage downstream holds positions; nil otherwise. Not part of the wire format, and
+    /// ignored by `==` and hashing.
+    public var origin: RecordOrigin?
 
     public init(kind: Kind, msg: String = "None", time: Double, magnitude: Double,
-                source: SourceID, cascade: CascadeID, info: String = "") {
+                source: SourceID, cascade: CascadeID, info: String = "", origin: RecordOrigin? = nil) {
         self.kind = kind
         self.msg = msg
         self.time = time
@@ -39,6 +43,22 @@ public struct Tweet: Sendable, Hashable {
         self.source = source
         self.cascade = cascade
         self.info = info
+        self.origin = origin
+    }
+
+    public static func == (a: Tweet, b: Tweet) -> Bool {
+        a.kind == b.kind && a.msg == b.msg && a.time == b.time && a.magnitude == b.magnitude
+            && a.source == b.source && a.cascade == b.cascade && a.info == b.info
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(kind)
+        hasher.combine(msg)
+        hasher.combine(time)
+        hasher.combine(magnitude)
+        hasher.combine(source)
+        hasher.combine(cascade)
+        hasher.combine(info)
     }
 }
 

@@ -115,19 +115,40 @@ public struct StageDescriptor: Sendable {
     public var inputs: [PortSpec]
     public var outputs: [PortSpec]
     public var options: [OptionSpec]
+    /// When an input batch of this stage counts as done, for the at-least-once commits of a
+    /// replayable source upstream (see ``InputAcknowledgement``).
+    public var acknowledgement: InputAcknowledgement
     /// Builds a stage from validated options. Validates semantics (e.g. positive windows) and
     /// throws ``StageConfigError`` naming the option; performs no I/O that can wait.
     public var make: @Sendable (_ name: String, _ options: StageOptions) throws -> any Stage
 
     public init(type: String, summary: String, inputs: [PortSpec], outputs: [PortSpec], options: [OptionSpec],
+                acknowledgement: InputAcknowledgement = .onReceipt,
                 make: @escaping @Sendable (_ name: String, _ options: StageOptions) throws -> any Stage) {
         self.type = type
         self.summary = summary
         self.inputs = inputs
         self.outputs = outputs
         self.options = options
+        self.acknowledgement = acknowledgement
         self.make = make
     }
+}
+
+/// When a stage's input batches count as done. A replayable source (kafka_source) commits its
+/// read positions only once every consumer downstream is done with the records, so after a crash
+/// nothing is lost: the uncommitted records are read again.
+public enum InputAcknowledgement: Sendable, Hashable {
+    /// A batch is done once received: the stage's work on it ends with the batch, or loses
+    /// nothing a restart could recover (the default).
+    case onReceipt
+    /// The stage acknowledges each batch itself (``StageInput/acknowledge(through:)``) once its
+    /// effect is durable: written to a file, delivered to Kafka (sinks).
+    case explicit
+    /// The stage keeps records in its state beyond their batch (the collector's open cascades):
+    /// it releases read positions through each tweet's ``RecordOrigin`` with
+    /// ``OffsetLedger/propose(holder:generation:positions:when:)``.
+    case holdsPositions
 }
 
 /// A configuration error found by a stage factory; `option` names the offending key, if any.
@@ -313,6 +334,13 @@ public final class RunningCount: Sendable {
     public var current: Int { value.load(ordering: .relaxed) }
 }
 
+/// A sequence number that only grows, readable from any thread.
+final class LatestSequence: Sendable {
+    private let v = Atomic<Int>(0)
+    func raise(_ n: Int) { _ = v.max(n, ordering: .relaxed) }
+    var value: Int { v.load(ordering: .relaxed) }
+}
+
 /// One stream bound to an input port.
 public struct StageInput: Sendable {
     /// Name of the stream.
@@ -321,19 +349,33 @@ public struct StageInput: Sendable {
     let consumer: Int
     /// Messages read so far through ``next()``.
     public let received = RunningCount()
+    /// Batches read so far through ``next()``: the ordinal of the latest one (the first is 1).
+    public let batches = RunningCount()
 
-    public init(stream: MessageStream) {
+    /// Binds a new consumer of `stream`. With `autoAck` false the stage acknowledges batches
+    /// itself (``acknowledge(through:)``); otherwise receiving a batch acknowledges it.
+    public init(stream: MessageStream, autoAck: Bool = true) {
         self.stream = stream.name
         self.channel = stream.channel
-        self.consumer = stream.channel.addConsumer()
+        self.consumer = stream.channel.addConsumer(autoAck: autoAck)
     }
 
     /// The next batch, or nil once every producer of the stream has finished.
     public func next() async -> [Message]? {
         let batch = await channel.next(consumer)
-        if let batch { received.add(batch.count) }
+        if let batch {
+            received.add(batch.count)
+            batches.add(1)
+        }
         return batch
     }
+
+    /// Identity of this input (one per bound stream and consuming stage).
+    public var id: ObjectIdentifier { ObjectIdentifier(received) }
+
+    /// Acknowledges the first `ordinal` batches read from this input (their effect is durable).
+    /// For stages declaring ``InputAcknowledgement/explicit``; ordinals count from 1 in reading order.
+    public func acknowledge(through ordinal: Int) { channel.acknowledge(consumer, through: ordinal) }
 
     /// Stop consuming: producers no longer wait for this input.
     public func detach() { channel.detach(consumer) }
@@ -358,14 +400,28 @@ public struct StageOutput: Sendable {
         stream.channel.addProducer()
     }
 
+    /// Stream sequence number of the latest batch this producer sent (0 before the first).
+    private let latest = LatestSequence()
+
     /// Sends a batch (waits while a consumer is behind). Empty batches are skipped.
     public func send(_ batch: [Message]) async {
         guard !batch.isEmpty else { return }
         target.stats.record(batch)
         sent.record(batch)
         target.observer?(batch)
-        await target.channel.send(batch)
+        latest.raise(await target.channel.send(batch))
     }
+
+    /// True once every consumer of the stream has acknowledged every batch this producer has
+    /// sent so far (written by a sink, delivered to Kafka, or received by an in-memory stage).
+    public var everythingSentIsDone: Bool { target.channel.durable >= latest.value }
+
+    /// The stream sequence number of the latest batch sent by this producer; compare with
+    /// ``durable`` to know when a batch is done everywhere.
+    public var latestSequence: Int { latest.value }
+
+    /// How many leading batches of the stream every consumer has acknowledged.
+    public var durable: Int { target.channel.durable }
 
     /// Ends this producer's contribution to the stream. Called by the runtime after `run`.
     public func finish() { target.channel.finish() }
@@ -376,6 +432,10 @@ public struct TaggedBatch: Sendable {
     public var port: String
     public var stream: String
     public var messages: [Message]
+    /// The input the batch was read from, and its ordinal there (from 1): a sink acknowledges it
+    /// with `input.acknowledge(through: ordinal)` once written.
+    public var input: StageInput
+    public var ordinal: Int
 }
 
 /// A shared flag set when the running pipeline is asked to stop: for good (SIGTERM, SIGINT) or
@@ -423,8 +483,15 @@ public final class StageContext: Sendable {
     private let processing: Timer
     private let limiter = Mutex<[String: (logged: Int, suppressed: Int, last: ContinuousClock.Instant)]>([:])
 
+    /// Number of stages directly downstream of this one that hold record positions
+    /// (``InputAcknowledgement/holdsPositions``): a replayable source commits only what all of
+    /// them have released.
+    public let positionHolders: Int
+
     public init(name: String, type: String, logger: Logger, counters: StageCounters = StageCounters(),
-                inputs: [String: [StageInput]], outputs: [String: StageOutput], stop: StopSignal) {
+                inputs: [String: [StageInput]], outputs: [String: StageOutput], stop: StopSignal,
+                positionHolders: Int = 0) {
+        self.positionHolders = positionHolders
         self.name = name
         self.type = type
         var logger = logger
@@ -513,8 +580,11 @@ public final class StageContext: Sendable {
         for _ in all { merged.addProducer() }
         for (port, input) in all {
             Task {
+                var ordinal = 0
                 while let batch = await input.next() {
-                    await merged.send(TaggedBatch(port: port, stream: input.stream, messages: batch))
+                    ordinal += 1
+                    await merged.send(TaggedBatch(port: port, stream: input.stream, messages: batch,
+                                                  input: input, ordinal: ordinal))
                 }
                 merged.finish()
             }

@@ -1,0 +1,227 @@
+// Read positions of replayable inputs (Kafka partitions) and when they may be committed, so that a
+// daemon killed at any moment loses nothing: a record's position is committed only once every
+// stage downstream is done with it, and everything after the committed position is read again.
+import Synchronization
+
+/// Where a record came from in a replayable input: a partition of the topic a `kafka_source`
+/// reads, and the record's offset there. Attached to tweets (``Tweet/origin``) when a stage
+/// downstream holds positions (the collector), never sent on the wire.
+public struct RecordOrigin: Sendable, Hashable {
+    /// The positions ledger of the source that read the record.
+    public let ledger: OffsetLedger
+    /// Partition number within the source's topic.
+    public let partition: Int32
+    /// Offset of the record within its partition.
+    public let offset: Int64
+
+    public init(ledger: OffsetLedger, partition: Int32, offset: Int64) {
+        self.ledger = ledger
+        self.partition = partition
+        self.offset = offset
+    }
+
+    public static func == (a: RecordOrigin, b: RecordOrigin) -> Bool {
+        a.ledger === b.ledger && a.partition == b.partition && a.offset == b.offset
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(ObjectIdentifier(ledger))
+        hasher.combine(partition)
+        hasher.combine(offset)
+    }
+}
+
+/// The commit positions of one replayable source, shared with the stages downstream that keep
+/// records beyond their batch ("holders": the collector keeps a cascade's events until it ends).
+///
+/// Protocol:
+/// - The source records every partition assignment (``assign(_:)``); a revoked partition's
+///   releases are forgotten and holders drop the state built from it (the partition's new owner
+///   rebuilds it from the committed position).
+/// - A holder, after processing records, proposes per partition the offset from which it still
+///   needs records (`keepFrom`: the first event of its oldest open cascade, or the next offset
+///   when it needs none) and the offset up to which it has processed (`processed`), with a
+///   condition that becomes true once the outputs it has produced so far are durable
+///   (``propose(holder:generation:positions:when:)``).
+/// - The source commits, per partition, the smallest `keepFrom` of the holders' latest proposals
+///   whose condition holds (``committable()``). After a crash the holders' state is rebuilt by
+///   reading again from there; outputs produced again are dropped downstream by (cid, T_obs).
+public final class OffsetLedger: Sendable {
+    /// A holder's position in one partition.
+    public struct HeldPosition: Sendable, Hashable {
+        /// First offset the holder still needs (everything before may be committed).
+        public var keepFrom: Int64
+        /// Next offset after the last record the holder has processed.
+        public var processed: Int64
+        public init(keepFrom: Int64, processed: Int64) {
+            self.keepFrom = keepFrom
+            self.processed = processed
+        }
+    }
+
+    private struct Proposal {
+        var generation: Int
+        var positions: [Int32: HeldPosition]
+        var ready: @Sendable () -> Bool
+    }
+
+    private struct State {
+        var generation = 0
+        var assigned: Set<Int32> = []
+        /// Latest applied positions per holder.
+        var released: [String: [Int32: HeldPosition]] = [:]
+        /// Proposals waiting for their outputs to be durable, oldest first, per holder.
+        var waiting: [String: [Proposal]] = [:]
+    }
+
+    /// How many holders must release a partition before it is committed.
+    public let holders: Int
+    /// Most proposals kept waiting per holder; further ones are skipped until some are applied.
+    public static let maxWaiting = 256
+    private let state = Mutex(State())
+
+    public init(holders: Int) {
+        self.holders = holders
+    }
+
+    /// The current assignment: its generation (bumped at every change) and partitions.
+    public var assignment: (generation: Int, partitions: Set<Int32>) {
+        state.withLock { ($0.generation, $0.assigned) }
+    }
+
+    /// Records a new partition assignment of the source. Releases of revoked partitions, and
+    /// proposals made under the previous assignment, are discarded.
+    public func assign(_ partitions: Set<Int32>) {
+        state.withLock { s in
+            guard partitions != s.assigned else { return }
+            s.generation += 1
+            s.assigned = partitions
+            for holder in s.released.keys {
+                s.released[holder] = s.released[holder]!.filter { partitions.contains($0.key) }
+            }
+            s.waiting = [:]
+        }
+    }
+
+    /// A holder's proposal, made under assignment `generation` (stale ones are ignored): its
+    /// positions may be committed once `ready` returns true (checked by the source, in order).
+    /// Returns false when the proposal was skipped (too many waiting).
+    @discardableResult
+    public func propose(holder: String, generation: Int, positions: [Int32: HeldPosition],
+                        when ready: @escaping @Sendable () -> Bool) -> Bool {
+        state.withLock { s in
+            guard generation == s.generation else { return false }
+            guard (s.waiting[holder]?.count ?? 0) < Self.maxWaiting else { return false }
+            s.waiting[holder, default: []].append(Proposal(generation: generation, positions: positions, ready: ready))
+            return true
+        }
+    }
+
+    /// Applies the proposals whose condition now holds, then returns, per assigned partition
+    /// released by every holder, the position to commit: the smallest `keepFrom` and the smallest
+    /// `processed` across holders. Partitions some holder has not released are absent.
+    public func committable() -> [Int32: HeldPosition] {
+        state.withLock { s in
+            for holder in s.waiting.keys {
+                var queue = s.waiting[holder]!
+                var applied = 0
+                for proposal in queue {
+                    guard proposal.generation == s.generation, proposal.ready() else { break }
+                    for (p, position) in proposal.positions where s.assigned.contains(p) {
+                        s.released[holder, default: [:]][p] = position
+                    }
+                    applied += 1
+                }
+                queue.removeFirst(applied)
+                s.waiting[holder] = queue
+            }
+            guard s.released.count >= holders, holders > 0 else { return [:] }
+            var result: [Int32: HeldPosition] = [:]
+            for p in s.assigned {
+                var low: HeldPosition?
+                var all = true
+                for positions in s.released.values {
+                    guard let h = positions[p] else { all = false; break }
+                    low = HeldPosition(keepFrom: min(low?.keepFrom ?? .max, h.keepFrom),
+                                       processed: min(low?.processed ?? .max, h.processed))
+                }
+                if all, let low { result[p] = low }
+            }
+            return result
+        }
+    }
+}
+
+/// Turns out-of-order completions of batch ordinals (1, 2, 3...) into in-order acknowledgements
+/// of an input: `complete(n)` acknowledges through the largest ordinal whose predecessors are all
+/// complete. For sinks whose writes finish out of order (Kafka delivery reports).
+public final class BatchAcknowledger: Sendable {
+    private struct State {
+        var through = 0
+        var done: Set<Int> = []
+    }
+    private let input: StageInput
+    private let state = Mutex(State())
+
+    public init(_ input: StageInput) { self.input = input }
+
+    /// Marks batch `ordinal` complete; acknowledges the input through the contiguous prefix.
+    public func complete(_ ordinal: Int) {
+        let through: Int? = state.withLock { s in
+            guard ordinal > s.through else { return nil }
+            s.done.insert(ordinal)
+            let before = s.through
+            while s.done.remove(s.through + 1) != nil { s.through += 1 }
+            return s.through > before ? s.through : nil
+        }
+        if let through { input.acknowledge(through: through) }
+    }
+}
+
+/// The last `capacity` keys seen, to drop messages delivered again (at-least-once transports):
+/// ``insert(_:)`` answers whether the key is new; the oldest key is forgotten first.
+public struct RecentKeys<Key: Hashable & Sendable>: Sendable {
+    public let capacity: Int
+    private var seen: Set<Key> = []
+    private var ring: [Key] = []
+    private var next = 0
+
+    /// - Parameter capacity: keys remembered (>= 0; 0 remembers nothing).
+    public init(capacity: Int) {
+        precondition(capacity >= 0)
+        self.capacity = capacity
+    }
+
+    /// Number of keys remembered.
+    public var count: Int { seen.count }
+
+    /// Remembers `key`; returns false if it was already remembered (a duplicate).
+    public mutating func insert(_ key: Key) -> Bool {
+        guard capacity > 0 else { return true }
+        guard !seen.contains(key) else { return false }
+        if ring.count < capacity {
+            ring.append(key)
+        } else {
+            seen.remove(ring[next])
+            ring[next] = key
+            next = (next + 1) % capacity
+        }
+        seen.insert(key)
+        return true
+    }
+}
+
+/// The identity of a window-keyed message for duplicate detection: kind, cascade and T_obs (nil
+/// for messages that are not about one cascade and window: tweets, models, logs).
+public struct WindowKey: Hashable, Sendable {
+    public var kind: MessageKind
+    public var cascade: CascadeID
+    public var tObs: Int
+
+    public init?(_ message: Message) {
+        guard let cascade = message.cascade, let tObs = message.tObs else { return nil }
+        kind = message.kind
+        self.cascade = cascade
+        self.tObs = tObs
+    }
+}
