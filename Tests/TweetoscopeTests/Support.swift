@@ -55,7 +55,8 @@ func options(_ d: StageDescriptor, _ given: [String: OptionValue]) -> StageOptio
 /// Runs one stage of type `type` on the given input batches (port -> batches) and returns every
 /// message it sent, per output port. Inputs end once their batches are sent.
 func runStage(_ type: String, plugin: String, options given: [String: OptionValue] = [:],
-              inputs: [String: [[Message]]] = [:], outputs: [String]) async throws
+              inputs: [String: [[Message]]] = [:], outputs: [String],
+              stop: StopSignal = StopSignal()) async throws
     -> (outputs: [String: [Message]], counters: [String: Int])
 {
     let d = try stageDescriptor(type, plugin: plugin)
@@ -78,7 +79,7 @@ func runStage(_ type: String, plugin: String, options given: [String: OptionValu
     }
     let counters = StageCounters()
     let context = StageContext(name: type, type: type, logger: Logger(label: "test"), counters: counters,
-                               inputs: stageInputs, outputs: stageOutputs, stop: StopSignal())
+                               inputs: stageInputs, outputs: stageOutputs, stop: stop)
     let feeds = inputs
     let feederTasks = feeds.map { (port, batches) in
         let feeder = feeders[port]!
