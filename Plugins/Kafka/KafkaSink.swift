@@ -41,6 +41,8 @@ final class KafkaSink: Stage {
             merged.detach(consumer)
             throw error
         }
+        let watch = BrokerWatch.run(context, brokers: common.brokers) { await producer.brokersReachable() }
+        defer { watch.cancel() }
         context.logger.info("kafka sink writing", metadata: [
             "topic": .string(common.topic), "brokers": .string(common.brokers),
             "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),

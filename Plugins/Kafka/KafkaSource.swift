@@ -134,6 +134,8 @@ final class KafkaSource: Stage {
         let consumer = try KafkaConsumer(config: consumerConfig, logger: context.logger,
                                          onEvent: eventHandler(context, common))
         try consumer.subscribe([common.topic])
+        let watch = BrokerWatch.run(context, brokers: common.brokers) { await consumer.brokersReachable() }
+        defer { watch.cancel() }
         context.logger.info("kafka source reading", metadata: [
             "topic": .string(common.topic), "group": .string(group), "brokers": .string(common.brokers),
             "start": .string(start), "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),

@@ -64,6 +64,7 @@ func eventHandler(_ context: StageContext, _ v: CommonOptions.Values) -> @Sendab
     return { event in
         switch event {
         case .error(let e):
+            if e.reason == "all_brokers_down" { context.setTrouble(BrokerWatch.unreachable) }
             context.counters.add("kafka_error.\(e.reason)")
             context.warnRateLimited("kafka_\(e.reason)", "kafka: \(e.message)", metadata: [
                 "error": .string(e.name), "brokers": .string(brokers), "topic": .string(topic),
@@ -100,4 +101,26 @@ func ensureTopic(_ context: StageContext, _ v: CommonOptions.Values) async throw
         }
     }
     return false
+}
+
+/// Shows a broker outage in the daemon's status line: set when librdkafka reports every broker
+/// down, cleared (with a log line) once a broker answers a metadata request again.
+enum BrokerWatch {
+    static let unreachable = "kafka brokers unreachable"
+
+    /// Probes every 2 s while the outage is reported, until cancelled.
+    static func run(_ context: StageContext, brokers: String, probe: @escaping @Sendable () async -> Bool) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard let trouble = context.currentTrouble, trouble.text == unreachable else { continue }
+                if await probe() {
+                    context.setTrouble(nil)
+                    context.logger.info("kafka brokers reachable again", metadata: [
+                        "brokers": .string(brokers), "outage_seconds": .stringConvertible(Int(trouble.duration.components.seconds)),
+                    ])
+                }
+            }
+        }
+    }
 }

@@ -308,3 +308,21 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
     }
 }
+
+extension KafkaConsumer {
+    /// True when a broker answers a metadata request within `timeout` (a round trip, run on the
+    /// consumer's thread between polls). For reporting an outage's end.
+    public func brokersReachable(timeout: Duration = .milliseconds(500)) async -> Bool {
+        guard !closed.load(ordering: .relaxed) else { return false }
+        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        return await worker.run { [self] in metadataAnswered(rk, timeoutMs: ms) }
+    }
+}
+
+/// One metadata round trip (no topic) on `rk`; true when a broker answered.
+func metadataAnswered(_ rk: OpaquePointer, timeoutMs: Int32) -> Bool {
+    var metadata: UnsafePointer<rd_kafka_metadata>?
+    let err = rd_kafka_metadata(rk, 0, nil, &metadata, timeoutMs)
+    if let metadata { rd_kafka_metadata_destroy(metadata) }
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR
+}

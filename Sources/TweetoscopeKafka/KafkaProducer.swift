@@ -89,6 +89,19 @@ public final class KafkaProducer: @unchecked Sendable {
     private let running = Atomic<Bool>(true)
     private let closing = Atomic<Bool>(false)
     private let recoveryNeeded = Atomic<Bool>(false)
+    /// True when a broker answers a metadata request within `timeout` (a round trip on a
+    /// thread of its own). For reporting an outage's end.
+    public func brokersReachable(timeout: Duration = .milliseconds(500)) async -> Bool {
+        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        return await Self.probe.run { [self] in
+            // Under the lock: the instance must not be destroyed by a recovery meanwhile.
+            lock.withLock { handle.map { metadataAnswered($0, timeoutMs: ms) } ?? false }
+        }
+    }
+
+    /// The thread running reachability probes of every producer.
+    private static let probe = BlockingWorker(name: "rdk-probe")
+
     /// Number of times the instance was recreated.
     public var recoveries: Int { recoveryCount.load(ordering: .relaxed) }
     private let recoveryCount = Atomic<Int>(0)

@@ -197,6 +197,7 @@ public final class Daemon: Sendable {
                 (lastEvents, last) = (status.events, now)
                 var line = "\(status.stages) stages, \(Int(rate)) tweets/s, \(status.events) tweets, \(status.openCascades) open cascades"
                 if !status.failedStages.isEmpty { line += ", FAILED: \(status.failedStages.joined(separator: ","))" }
+                if !status.troubles.isEmpty { line += "; " + status.troubles.joined(separator: "; ") }
                 if let problem = LastProblem.shared.value { line += ", last error: \(problem.prefix(120))" }
                 notifier.status(line)
             }

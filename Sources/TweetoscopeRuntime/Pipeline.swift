@@ -136,6 +136,8 @@ public struct PipelineStatus: Sendable {
     public var openCascades: Int
     /// Stages that failed.
     public var failedStages: [String]
+    /// Ongoing conditions reported by stages ("<stage>: <text> for <n> s"), e.g. a broker down.
+    public var troubles: [String] = []
 }
 
 /// What the metrics see of one stage of a running pipeline.
@@ -188,7 +190,11 @@ public final class Pipeline: Sendable {
             for c in l.contexts where c.type == "collector" {
                 open += c.counters.gauge("open_cascades") ?? 0
             }
-            return PipelineStatus(stages: l.contexts.count, events: events, openCascades: open, failedStages: l.failed)
+            let troubles = l.contexts.compactMap { c in
+                c.currentTrouble.map { "\(c.name): \($0.text) for \(Int($0.duration.components.seconds)) s" }
+            }
+            return PipelineStatus(stages: l.contexts.count, events: events, openCascades: open, failedStages: l.failed,
+                                  troubles: troubles)
         }
     }
 

@@ -504,6 +504,23 @@ public final class StageContext: Sendable {
         self.processing = Timer(label: "tweetoscope_stage_processing_seconds", dimensions: [("stage", name)])
     }
 
+    private let trouble = Mutex<(text: String, since: ContinuousClock.Instant)?>(nil)
+
+    /// Reports an ongoing condition the operator should see in the daemon's status line (systemd
+    /// `STATUS=`), such as "kafka brokers unreachable"; nil clears it. Setting the same text
+    /// again keeps its start time.
+    public func setTrouble(_ text: String?) {
+        trouble.withLock { t in
+            guard let text else { t = nil; return }
+            if t?.text != text { t = (text, ContinuousClock.now) }
+        }
+    }
+
+    /// The ongoing condition, if any, and for how long it has lasted.
+    public var currentTrouble: (text: String, duration: Duration)? {
+        trouble.withLock { t in t.map { ($0.text, ContinuousClock.now - $0.since) } }
+    }
+
     /// `[("stage", name)]`: the label every metric of a stage carries, first among its dimensions.
     public var metricDimensions: [(String, String)] { [("stage", name)] }
 
