@@ -50,6 +50,8 @@ final class KafkaSource: Stage {
         options: CommonOptions.specs + [
             OptionSpec("group", .string, default: .string("tweetoscoped"),
                        doc: "consumer group: daemons of one group share the topic's partitions"),
+            OptionSpec("instance_id", .string, default: .string(""),
+                       doc: "static group membership (group.instance.id, KIP-345): a daemon restarted with the same id takes its partitions back at once instead of after the session timeout; unique per daemon of the group; empty = dynamic membership"),
             OptionSpec("start", .choice(["earliest", "latest"]), default: .string("earliest"),
                        doc: "where a group without committed offsets starts (auto.offset.reset)"),
             OptionSpec("stop_at_end", .bool, default: .bool(false),
@@ -64,6 +66,7 @@ final class KafkaSource: Stage {
     let common: CommonOptions.Values
     let group: String
     let start: String
+    let instanceID: String
     let stopAtEnd: Bool
     /// Largest record value in bytes.
     let maxRecordBytes: Int
@@ -76,6 +79,7 @@ final class KafkaSource: Stage {
         group = try options.string("group")
         guard !group.isEmpty else { throw StageConfigError(option: "group", "must not be empty") }
         start = try options.string("start")
+        instanceID = try options.string("instance_id")
         stopAtEnd = try options.bool("stop_at_end")
         maxRecordBytes = try options.int("max_record_bytes")
         guard InputLimits.maxRecordBytesRange.contains(maxRecordBytes) else {
@@ -90,6 +94,7 @@ final class KafkaSource: Stage {
     var consumerConfig: [String: String] {
         var c = KafkaConfig.merged(["group.id": group, "auto.offset.reset": start], common.baseConfig)
         if stopAtEnd { c["enable.partition.eof"] = "true" }
+        if !instanceID.isEmpty && c["group.instance.id"] == nil { c["group.instance.id"] = instanceID }
         return c
     }
 

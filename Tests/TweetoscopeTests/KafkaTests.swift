@@ -130,7 +130,7 @@ import TweetoscopeKafka
     @Test func descriptorsDeclareTheDocumentedOptions() throws {
         let source = try stageDescriptor("kafka_source", plugin: "kafka")
         #expect(source.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions",
-                                              "group", "start", "stop_at_end", "max_record_bytes", "deduplicate"])
+                                              "group", "instance_id", "start", "stop_at_end", "max_record_bytes", "deduplicate"])
         #expect(source.options.first { $0.key == "deduplicate" }?.defaultValue == .int(200_000))
         #expect(source.acknowledgement == .onReceipt)
         #expect(source.outputs.map(\.name) == ["messages", "rejected"] && source.outputs[0].kinds == Set(MessageKind.allCases))
