@@ -323,10 +323,13 @@ struct CollectorEngine {
     private(set) var openCascades = 0
     /// Sequence number of the latest event.
     private var touches: UInt64 = 0
-    /// Replayable inputs (Kafka sources) the events came from, with the assignment last seen.
-    private var ledgers: [ObjectIdentifier: (ledger: OffsetLedger, generation: Int, assigned: Set<Int32>)] = [:]
-    /// Per partition of a replayable input: the offset after the latest event processed.
+    /// Replayable inputs (Kafka sources) the events came from, with the assignment last seen
+    /// (partition -> generation that (re)assigned it).
+    private var ledgers: [ObjectIdentifier: (ledger: OffsetLedger, assignedAt: [Int32: Int])] = [:]
+    /// Per partition of a replayable input: the offset after the latest event processed, and the
+    /// assignment generation the state built from the partition belongs to.
     private var processed: [PartitionKey: Int64] = [:]
+    private var epochs: [PartitionKey: Int] = [:]
 
     /// True once events came from a replayable input: the open cascades can be rebuilt by reading
     /// again from the committed positions, so they are not flushed when the daemon stops.
@@ -342,7 +345,7 @@ struct CollectorEngine {
     mutating func consume(_ batch: [Message], context: StageContext) {
         if !ledgers.isEmpty { followAssignments(context) }
         var lastKey: PartitionKey?
-        var lastAssigned = true
+        var lastAt: Int?
         for message in batch {
             guard case .tweet(let tweet) = message else {
                 context.counters.reject("unexpected_message")
@@ -354,16 +357,19 @@ struct CollectorEngine {
             if let origin = tweet.origin {
                 let k = PartitionKey(origin)
                 if k != lastKey {
-                    if ledgers[k.ledger] == nil {
-                        let (generation, assigned) = origin.ledger.assignment
-                        ledgers[k.ledger] = (origin.ledger, generation, assigned)
-                    }
+                    if ledgers[k.ledger] == nil { ledgers[k.ledger] = (origin.ledger, origin.ledger.assignedAt) }
                     lastKey = k
-                    lastAssigned = ledgers[k.ledger]!.assigned.contains(k.partition)
+                    lastAt = ledgers[k.ledger]!.assignedAt[k.partition]
+                    if let at = lastAt, epochs[k] != at {
+                        // First event of this assignment of the partition: reading restarted
+                        // from the committed offset, so what was built from it before goes.
+                        reset(k, context)
+                        epochs[k] = at
+                    }
                 }
-                guard lastAssigned else {
-                    // Read before its partition moved to another consumer of the group, which
-                    // rebuilds the partition's cascades from the committed position.
+                guard let at = lastAt, origin.generation >= at else {
+                    // Read before its partition was revoked or reassigned: the partition's
+                    // (new) owner reads it again from the committed position.
                     context.counters.add("revoked_skipped")
                     continue
                 }
@@ -393,43 +399,50 @@ struct CollectorEngine {
         }
     }
 
-    /// Checks the replayable inputs' partition assignments: the sources whose events came from a
-    /// partition now revoked are dropped without output (the partition's new owner rebuilds them
-    /// from the committed position), and counted `revoked_cascades`.
+    /// Checks the replayable inputs' partition assignments: the state built from a partition
+    /// since revoked or reassigned (reading it restarts from the committed offset) is dropped.
     private mutating func followAssignments(_ context: StageContext) {
         for (id, entry) in ledgers {
-            let (generation, assigned) = entry.ledger.assignment
-            guard generation != entry.generation else { continue }
-            ledgers[id] = (entry.ledger, generation, assigned)
-            processed = processed.filter { $0.key.ledger != id || assigned.contains($0.key.partition) }
-            var kept: [SourceProcessor] = []
-            var dropped = 0
-            for processor in processors {
-                if let key = processor.partition, key.ledger == id, !assigned.contains(key.partition) {
-                    dropped += processor.openCount
-                } else {
-                    kept.append(processor)
-                }
+            let assignedAt = entry.ledger.assignedAt
+            guard assignedAt != entry.assignedAt else { continue }
+            ledgers[id] = (entry.ledger, assignedAt)
+            for (key, epoch) in epochs where key.ledger == id && assignedAt[key.partition] != epoch {
+                reset(key, context)
+                epochs[key] = nil
             }
-            guard kept.count != processors.count else { continue }
-            processors = kept
-            index = [:]
-            for (i, processor) in processors.enumerated() { index[processor.source] = i }
-            lastIndex = -1
-            openCascades -= dropped
-            context.counters.add("revoked_cascades", dropped)
-            context.logger.info("partitions revoked: dropped their open cascades (their new owner rebuilds them)", metadata: [
-                "cascades": .stringConvertible(dropped), "assigned": .string(assigned.sorted().map(String.init).joined(separator: ",")),
-            ])
         }
     }
 
-    /// Per replayable input: the assignment generation seen and, per partition, the position the
-    /// source may commit once the output so far is durable (``OffsetLedger/HeldPosition``).
-    mutating func heldPositions() -> [(ledger: OffsetLedger, generation: Int, positions: [Int32: OffsetLedger.HeldPosition])] {
+    /// Drops, without output, the sources whose latest events came from partition `key`, and
+    /// what is known of the partition: the next owner of the partition (this collector after a
+    /// reassignment, or another daemon of the group) rebuilds them from the committed position.
+    /// Counted `revoked_cascades`.
+    private mutating func reset(_ key: PartitionKey, _ context: StageContext) {
+        processed[key] = nil
+        guard processors.contains(where: { $0.partition == key }) else { return }
+        var kept: [SourceProcessor] = []
+        var dropped = 0
+        for processor in processors {
+            if processor.partition == key { dropped += processor.openCount } else { kept.append(processor) }
+        }
+        processors = kept
+        index = [:]
+        for (i, processor) in processors.enumerated() { index[processor.source] = i }
+        lastIndex = -1
+        openCascades -= dropped
+        context.counters.add("revoked_cascades", dropped)
+        context.logger.info("partition revoked or reassigned: dropped the open cascades built from it (they are rebuilt from the committed offset)", metadata: [
+            "partition": .stringConvertible(key.partition), "cascades": .stringConvertible(dropped),
+        ])
+    }
+
+    /// Per replayable input, per partition: the position the source may commit once the output
+    /// so far is durable (``OffsetLedger/HeldPosition``).
+    mutating func heldPositions() -> [(ledger: OffsetLedger, positions: [Int32: OffsetLedger.HeldPosition])] {
         var result: [ObjectIdentifier: [Int32: OffsetLedger.HeldPosition]] = [:]
         for (key, next) in processed {
-            result[key.ledger, default: [:]][key.partition] = OffsetLedger.HeldPosition(keepFrom: next, processed: next)
+            guard let epoch = epochs[key] else { continue }
+            result[key.ledger, default: [:]][key.partition] = OffsetLedger.HeldPosition(keepFrom: next, processed: next, assignedAt: epoch)
         }
         for p in processors.indices {
             for key in Array(processors[p].heldPartitions) {
@@ -437,7 +450,7 @@ struct CollectorEngine {
                 result[key.ledger]![key.partition]!.keepFrom = min(current.keepFrom, first)
             }
         }
-        return ledgers.map { id, entry in (entry.ledger, entry.generation, result[id] ?? [:]) }
+        return ledgers.map { id, entry in (entry.ledger, result[id] ?? [:]) }
     }
 
     /// Ends every open cascade of every source (end of input).

@@ -162,8 +162,8 @@ final class CollectorStage: Stage {
     private func proposePositions(_ engine: inout CollectorEngine, outputs: [StageOutput], context: StageContext) {
         let sent = outputs.map { ($0, $0.latestSequence) }
         let durable: @Sendable () -> Bool = { sent.allSatisfy { $0.0.durable >= $0.1 } }
-        for (ledger, generation, positions) in engine.heldPositions() where !positions.isEmpty {
-            if !ledger.propose(holder: context.name, generation: generation, positions: positions, when: durable) {
+        for (ledger, positions) in engine.heldPositions() where !positions.isEmpty {
+            if !ledger.propose(holder: context.name, positions: positions, when: durable) {
                 context.counters.add("proposals_skipped")
             }
         }

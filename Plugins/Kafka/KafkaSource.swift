@@ -159,7 +159,7 @@ final class KafkaSource: Stage {
         var recent = RecentKeys<WindowKey>(capacity: deduplicate)
         while !context.stopRequested {
             let polled = await consumer.poll(max: Self.batchSize, timeout: .milliseconds(100))
-            commits.follow(consumer.assignment, generation: consumer.assignmentGeneration, handed: &handed)
+            commits.follow(consumer.assignedAt, generation: consumer.assignmentGeneration, handed: &handed)
             for error in polled.errors {
                 context.counters.add("kafka_error.\(error.reason)")
                 context.warnRateLimited("kafka_\(error.reason)", "kafka consumer: \(error.message)",
@@ -182,7 +182,8 @@ final class KafkaSource: Stage {
                         continue
                     }
                     if let ledger = commits.ledger, case .tweet(var tweet) = m {
-                        tweet.origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset)
+                        tweet.origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset,
+                                                    generation: record.generation)
                         m = .tweet(tweet)
                         commits.tweetHanded(record.partition)
                     }
@@ -302,6 +303,7 @@ final class CommitPolicy {
     let ledger: OffsetLedger?
     let topic: String
     private var generation = -1
+    private var assignedAt: [TopicPartition: Int] = [:]
     /// Partitions (of the current assignment) from which tweets were handed to the holders.
     private var withTweets: Set<Int32> = []
     /// The offsets last committed, to commit only changes.
@@ -312,15 +314,19 @@ final class CommitPolicy {
         self.topic = topic
     }
 
-    /// Follows a rebalance: the ledger learns the new assignment, revoked partitions are forgotten.
-    func follow(_ assignment: Set<TopicPartition>, generation: Int, handed: inout [TopicPartition: Int64]) {
+    /// Follows a rebalance: the ledger learns the new assignment; partitions revoked or
+    /// (re)assigned (reading restarts at their committed offset) start afresh.
+    func follow(_ assignedAt: [TopicPartition: Int], generation: Int, handed: inout [TopicPartition: Int64]) {
         guard generation != self.generation else { return }
         self.generation = generation
-        let partitions = Set(assignment.filter { $0.topic == topic }.map(\.partition))
-        ledger?.assign(partitions)
-        withTweets.formIntersection(partitions)
-        handed = handed.filter { assignment.contains($0.key) }
-        committed = committed.filter { assignment.contains($0.key) }
+        let mine = assignedAt.filter { $0.key.topic == topic }
+        let restarted = Set(mine.filter { $0.value != self.assignedAt[$0.key] }.keys)
+        ledger?.assign(Dictionary(uniqueKeysWithValues: mine.map { ($0.key.partition, $0.value) }))
+        let keep: (TopicPartition) -> Bool = { mine[$0] != nil && !restarted.contains($0) }
+        withTweets = withTweets.filter { keep(TopicPartition(topic: self.topic, partition: $0)) }
+        handed = handed.filter { keep($0.key) }
+        committed = committed.filter { keep($0.key) }
+        self.assignedAt = mine
     }
 
     func tweetHanded(_ partition: Int32) { withTweets.insert(partition) }

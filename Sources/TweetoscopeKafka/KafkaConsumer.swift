@@ -38,6 +38,10 @@ public struct ConsumedRecord: Sendable {
     public var key: [UInt8]?
     /// Nil for a tombstone (null value).
     public var value: [UInt8]?
+    /// The consumer's assignment generation when the record was polled: a record whose
+    /// generation is below its partition's ``KafkaConsumer/assignedAt`` was fetched before the
+    /// partition was (re)assigned, which restarts it from the committed offset.
+    public var generation: Int = 0
 
     public var topicPartition: TopicPartition { TopicPartition(topic: topic, partition: partition) }
 }
@@ -56,6 +60,9 @@ final class ConsumerCallbacks: KafkaCallbacks, @unchecked Sendable {
     let assignment = Mutex<Set<TopicPartition>>([])
     /// Bumped at every assignment change.
     let generation = Atomic<Int>(0)
+    /// Per assigned partition, the generation that (re)assigned it (reading restarts there from
+    /// the committed offset).
+    let assignedAt = Mutex<[TopicPartition: Int]>([:])
 
     override func install(on conf: OpaquePointer) {
         super.install(on: conf)
@@ -106,7 +113,18 @@ final class ConsumerCallbacks: KafkaCallbacks, @unchecked Sendable {
             assignment.withLock { $0 = [] }
             failure = KafkaError(err)
         }
-        generation.add(1, ordering: .relaxed)
+        let current = generation.add(1, ordering: .relaxed).newValue
+        assignedAt.withLock { at in
+            switch err {
+            case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                if !cooperative { at = [:] }
+                for tp in partitions { at[tp] = current }
+            case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+                if cooperative { for tp in partitions { at[tp] = nil } } else { at = [:] }
+            default:
+                at = [:]
+            }
+        }
         if let failure { onEvent(.error(failure)) }
     }
 
@@ -198,6 +216,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Increases at every rebalance.
     public var assignmentGeneration: Int { callbacks.generation.load(ordering: .relaxed) }
 
+    /// Per assigned partition, the generation that (re)assigned it: with the eager protocol
+    /// every rebalance reassigns every partition, with the cooperative one only the new ones.
+    public var assignedAt: [TopicPartition: Int] { callbacks.assignedAt.withLock { $0 } }
+
     /// Records between this member's position and the high watermark, per assigned partition,
     /// from librdkafka's cached watermarks (no broker round trip). Partitions whose position or
     /// watermark is not known yet are left out. For metrics (consumer lag).
@@ -243,7 +265,8 @@ public final class KafkaConsumer: @unchecked Sendable {
                 let key = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
                 let value = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
                 result.records.append(ConsumedRecord(topic: topic, partition: m.partition, offset: m.offset,
-                                                     key: key, value: value))
+                                                     key: key, value: value,
+                                                     generation: callbacks.generation.load(ordering: .relaxed)))
             case RD_KAFKA_RESP_ERR__PARTITION_EOF:
                 result.endOfPartition.append((TopicPartition(topic: topic, partition: m.partition), m.offset))
             default:

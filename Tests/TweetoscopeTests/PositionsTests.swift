@@ -84,35 +84,35 @@ import TweetoscopeCore
 
     @Test func commitsTheSmallestPositionOnceEveryHolderReleasedAndItsOutputIsDurable() {
         let ledger = OffsetLedger(holders: 2)
-        ledger.assign([0, 1])
-        let generation = ledger.assignment.generation
+        ledger.assign([0: 3, 1: 3])
         let durable = Flag()
-        ledger.propose(holder: "a", generation: generation, positions: [0: Held(keepFrom: 5, processed: 9)], when: { durable.value })
+        ledger.propose(holder: "a", positions: [0: Held(keepFrom: 5, processed: 9, assignedAt: 3)], when: { durable.value })
         #expect(ledger.committable().isEmpty, "output not durable yet")
         durable.value = true
         #expect(ledger.committable().isEmpty, "holder b has released nothing")
-        ledger.propose(holder: "b", generation: generation,
-                       positions: [0: Held(keepFrom: 7, processed: 8), 1: Held(keepFrom: 2, processed: 2)], when: { true })
-        #expect(ledger.committable() == [0: Held(keepFrom: 5, processed: 8)], "partition 1 is not released by a")
+        ledger.propose(holder: "b", positions: [0: Held(keepFrom: 7, processed: 8, assignedAt: 3),
+                                                1: Held(keepFrom: 2, processed: 2, assignedAt: 3)], when: { true })
+        #expect(ledger.committable() == [0: Held(keepFrom: 5, processed: 8, assignedAt: 3)], "partition 1 is not released by a")
     }
 
     @Test func laterProposalsWaitForEarlierOnesAndStaleOnesAreIgnored() {
         let ledger = OffsetLedger(holders: 1)
-        ledger.assign([0])
-        let g = ledger.assignment.generation
+        ledger.assign([0: 1])
         let first = Flag()
-        ledger.propose(holder: "c", generation: g, positions: [0: Held(keepFrom: 1, processed: 3)], when: { first.value })
-        ledger.propose(holder: "c", generation: g, positions: [0: Held(keepFrom: 2, processed: 6)], when: { true })
+        ledger.propose(holder: "c", positions: [0: Held(keepFrom: 1, processed: 3, assignedAt: 1)], when: { first.value })
+        ledger.propose(holder: "c", positions: [0: Held(keepFrom: 2, processed: 6, assignedAt: 1)], when: { true })
         #expect(ledger.committable().isEmpty, "in order: the second waits for the first")
         first.value = true
-        #expect(ledger.committable() == [0: Held(keepFrom: 2, processed: 6)])
-        let stale = ledger.propose(holder: "c", generation: g - 1, positions: [0: Held(keepFrom: 0, processed: 0)], when: { true })
-        #expect(!stale)
-        ledger.assign([0, 1])
-        #expect(ledger.assignment.generation == g + 1)
-        #expect(ledger.committable() == [0: Held(keepFrom: 2, processed: 6)], "a kept partition keeps its release")
-        ledger.assign([1])
-        #expect(ledger.committable().isEmpty, "a revoked partition's release is forgotten")
+        #expect(ledger.committable() == [0: Held(keepFrom: 2, processed: 6, assignedAt: 1)])
+        ledger.propose(holder: "c", positions: [0: Held(keepFrom: 0, processed: 0, assignedAt: 0)], when: { true })
+        #expect(ledger.committable() == [0: Held(keepFrom: 2, processed: 6, assignedAt: 1)], "built under an older assignment")
+        ledger.assign([0: 1, 1: 2])
+        #expect(ledger.committable() == [0: Held(keepFrom: 2, processed: 6, assignedAt: 1)], "a kept partition keeps its release")
+        ledger.assign([0: 4, 1: 4])
+        #expect(ledger.committable().isEmpty, "a reassigned partition's release is forgotten")
+        ledger.assign([1: 4])
+        ledger.propose(holder: "c", positions: [0: Held(keepFrom: 9, processed: 9, assignedAt: 4)], when: { true })
+        #expect(ledger.committable().isEmpty, "a revoked partition is not committed")
     }
 }
 
@@ -193,7 +193,7 @@ final class Flag: @unchecked Sendable {
         // Killed after `cut` events: stopped without flushing; the ledger tells where to resume.
         let cut = Int(Double(s.tweets.count) * cutAt)
         let ledger = OffsetLedger(holders: 1)
-        ledger.assign([0, 1])
+        ledger.assign([0: 0, 1: 0])
         let stop = StopSignal()
         stop.request()
         let first = try await runStage("collector", plugin: "collector", options: Self.options,
@@ -213,7 +213,7 @@ final class Flag: @unchecked Sendable {
         // Restarted: reads each partition again from its committed position, to the end.
         let again = all.filter { s.offset[$0] >= committed[s.partition[$0]]!.keepFrom }
         let ledger2 = OffsetLedger(holders: 1)
-        ledger2.assign([0, 1])
+        ledger2.assign([0: 0, 1: 0])
         let second = try await runStage("collector", plugin: "collector", options: Self.options,
                                         inputs: ["tweets": Self.batches(s, again, ledger: ledger2)], outputs: ["series", "sizes"])
         let before = Self.keyed(first.outputs["series"]! + first.outputs["sizes"]!)

@@ -13,15 +13,20 @@ public struct RecordOrigin: Sendable, Hashable {
     public let partition: Int32
     /// Offset of the record within its partition.
     public let offset: Int64
+    /// The source's assignment generation when the record was read: below the partition's
+    /// ``OffsetLedger/assignedAt`` the record predates the partition's (re)assignment, after
+    /// which reading restarted from the committed offset, and is stale.
+    public let generation: Int
 
-    public init(ledger: OffsetLedger, partition: Int32, offset: Int64) {
+    public init(ledger: OffsetLedger, partition: Int32, offset: Int64, generation: Int = 0) {
         self.ledger = ledger
         self.partition = partition
         self.offset = offset
+        self.generation = generation
     }
 
     public static func == (a: RecordOrigin, b: RecordOrigin) -> Bool {
-        a.ledger === b.ledger && a.partition == b.partition && a.offset == b.offset
+        a.ledger === b.ledger && a.partition == b.partition && a.offset == b.offset && a.generation == b.generation
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -35,14 +40,16 @@ public struct RecordOrigin: Sendable, Hashable {
 /// records beyond their batch ("holders": the collector keeps a cascade's events until it ends).
 ///
 /// Protocol:
-/// - The source records every partition assignment (``assign(_:)``); a revoked partition's
-///   releases are forgotten and holders drop the state built from it (the partition's new owner
-///   rebuilds it from the committed position).
+/// - The source records every partition assignment with, per partition, the generation that
+///   (re)assigned it (``assign(_:)``): reading a (re)assigned partition restarts from its
+///   committed offset, so holders drop the state they built from it before, and releases made
+///   for an earlier assignment of a partition are forgotten.
 /// - A holder, after processing records, proposes per partition the offset from which it still
 ///   needs records (`keepFrom`: the first event of its oldest open cascade, or the next offset
-///   when it needs none) and the offset up to which it has processed (`processed`), with a
-///   condition that becomes true once the outputs it has produced so far are durable
-///   (``propose(holder:generation:positions:when:)``).
+///   when it needs none) and the offset up to which it has processed (`processed`), tagged with
+///   the partition's assignment generation its state was built under, with a condition that
+///   becomes true once the outputs it has produced so far are durable
+///   (``propose(holder:positions:when:)``).
 /// - The source commits, per partition, the smallest `keepFrom` of the holders' latest proposals
 ///   whose condition holds (``committable()``). After a crash the holders' state is rebuilt by
 ///   reading again from there; outputs produced again are dropped downstream by (cid, T_obs).
@@ -53,21 +60,23 @@ public final class OffsetLedger: Sendable {
         public var keepFrom: Int64
         /// Next offset after the last record the holder has processed.
         public var processed: Int64
-        public init(keepFrom: Int64, processed: Int64) {
+        /// The partition's assignment generation the holder's state was built under.
+        public var assignedAt: Int
+        public init(keepFrom: Int64, processed: Int64, assignedAt: Int = 0) {
             self.keepFrom = keepFrom
             self.processed = processed
+            self.assignedAt = assignedAt
         }
     }
 
     private struct Proposal {
-        var generation: Int
         var positions: [Int32: HeldPosition]
         var ready: @Sendable () -> Bool
     }
 
     private struct State {
-        var generation = 0
-        var assigned: Set<Int32> = []
+        /// Assigned partitions, with the generation that (re)assigned each.
+        var assignedAt: [Int32: Int] = [:]
         /// Latest applied positions per holder.
         var released: [String: [Int32: HeldPosition]] = [:]
         /// Proposals waiting for their outputs to be durable, oldest first, per holder.
@@ -84,35 +93,30 @@ public final class OffsetLedger: Sendable {
         self.holders = holders
     }
 
-    /// The current assignment: its generation (bumped at every change) and partitions.
-    public var assignment: (generation: Int, partitions: Set<Int32>) {
-        state.withLock { ($0.generation, $0.assigned) }
-    }
+    /// The assigned partitions, each with the generation that (re)assigned it.
+    public var assignedAt: [Int32: Int] { state.withLock { $0.assignedAt } }
 
-    /// Records a new partition assignment of the source. Releases of revoked partitions, and
-    /// proposals made under the previous assignment, are discarded.
-    public func assign(_ partitions: Set<Int32>) {
+    /// Records the source's current assignment (partition -> generation that (re)assigned it).
+    /// Releases of partitions revoked or reassigned since are forgotten.
+    public func assign(_ assignedAt: [Int32: Int]) {
         state.withLock { s in
-            guard partitions != s.assigned else { return }
-            s.generation += 1
-            s.assigned = partitions
+            guard assignedAt != s.assignedAt else { return }
+            s.assignedAt = assignedAt
             for holder in s.released.keys {
-                s.released[holder] = s.released[holder]!.filter { partitions.contains($0.key) }
+                s.released[holder] = s.released[holder]!.filter { assignedAt[$0.key] == $0.value.assignedAt }
             }
-            s.waiting = [:]
         }
     }
 
-    /// A holder's proposal, made under assignment `generation` (stale ones are ignored): its
-    /// positions may be committed once `ready` returns true (checked by the source, in order).
-    /// Returns false when the proposal was skipped (too many waiting).
+    /// A holder's proposal: its positions may be committed once `ready` returns true (checked
+    /// by the source, in order). Positions built under an earlier assignment of their partition
+    /// are ignored when applied. Returns false when the proposal was skipped (too many waiting).
     @discardableResult
-    public func propose(holder: String, generation: Int, positions: [Int32: HeldPosition],
+    public func propose(holder: String, positions: [Int32: HeldPosition],
                         when ready: @escaping @Sendable () -> Bool) -> Bool {
         state.withLock { s in
-            guard generation == s.generation else { return false }
             guard (s.waiting[holder]?.count ?? 0) < Self.maxWaiting else { return false }
-            s.waiting[holder, default: []].append(Proposal(generation: generation, positions: positions, ready: ready))
+            s.waiting[holder, default: []].append(Proposal(positions: positions, ready: ready))
             return true
         }
     }
@@ -123,27 +127,26 @@ public final class OffsetLedger: Sendable {
     public func committable() -> [Int32: HeldPosition] {
         state.withLock { s in
             for holder in s.waiting.keys {
-                var queue = s.waiting[holder]!
+                let queue = s.waiting[holder]!
                 var applied = 0
                 for proposal in queue {
-                    guard proposal.generation == s.generation, proposal.ready() else { break }
-                    for (p, position) in proposal.positions where s.assigned.contains(p) {
+                    guard proposal.ready() else { break }
+                    for (p, position) in proposal.positions where s.assignedAt[p] == position.assignedAt {
                         s.released[holder, default: [:]][p] = position
                     }
                     applied += 1
                 }
-                queue.removeFirst(applied)
-                s.waiting[holder] = queue
+                s.waiting[holder] = Array(queue.dropFirst(applied))
             }
             guard s.released.count >= holders, holders > 0 else { return [:] }
             var result: [Int32: HeldPosition] = [:]
-            for p in s.assigned {
+            for (p, at) in s.assignedAt {
                 var low: HeldPosition?
                 var all = true
                 for positions in s.released.values {
-                    guard let h = positions[p] else { all = false; break }
+                    guard let h = positions[p], h.assignedAt == at else { all = false; break }
                     low = HeldPosition(keepFrom: min(low?.keepFrom ?? .max, h.keepFrom),
-                                       processed: min(low?.processed ?? .max, h.processed))
+                                       processed: min(low?.processed ?? .max, h.processed), assignedAt: at)
                 }
                 if all, let low { result[p] = low }
             }
