@@ -18,9 +18,10 @@ enum DecodeOutcome: Sendable {
 ///   keeps the events of open cascades), only up to the first record it still needs, once what it
 ///   produced from the records before is durable (``OffsetLedger``). After a crash or a kill, the
 ///   uncommitted tail is read again: duplicates, never gaps.
-/// - Duplicates: window-keyed records (series, size, parameters, sample, alert, stat) already seen
-///   among the last `deduplicate` (type, cid, T_obs) keys are dropped and counted (`duplicates`),
-///   so a daemon reading what a restarted upstream daemon produced again passes each result once.
+/// - Duplicates: series, size and parameters records already seen among the last `deduplicate`
+///   (type, cid, T_obs) keys are dropped and counted (`duplicates`), so a daemon reading what a
+///   restarted collector or estimator produced again passes each result once. (Alerts, stats and
+///   samples are kept: a repeated key may carry a newer forecast.)
 /// - A record that does not decode (or whose value is larger than `max_record_bytes`) is
 ///   counted (`rejected.<reason>`: `empty_value`, `oversized` or a ``WireFormatError/reason``),
 ///   logged (rate-limited) with its topic, partition and offset, sent as a dead letter to the
@@ -35,6 +36,10 @@ final class KafkaSource: Stage {
     static let batchSize = 4096
     static let idleToEnd: Duration = .seconds(1)
     static let defaultDeduplicate = 200_000
+    /// Kinds whose repeats are re-deliveries: the collector's and the estimator's outputs are
+    /// functions of their input, so a second (type, cid, T_obs) is the same message again. An
+    /// alert, stat or sample repeated may carry a newer forecast, and is kept.
+    static let deduplicatedKinds: Set<MessageKind> = [.series, .size, .parameters]
     /// Longest wait, when stopping, for the stages holding positions to catch up before the final commit.
     static let finalCommitWait: Duration = .seconds(10)
 
@@ -59,7 +64,7 @@ final class KafkaSource: Stage {
             OptionSpec("max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
                        doc: "largest record value in bytes; larger ones are rejected as `oversized`; 64 to 1073741824"),
             OptionSpec("deduplicate", .int, default: .int(KafkaSource.defaultDeduplicate),
-                       doc: "window-keyed records (series, size, parameters, sample, alert, stat) remembered by (type, cid, T_obs) to drop ones delivered again after a crash upstream (count; 0 = keep every record)"),
+                       doc: "series, size and parameters records remembered by (type, cid, T_obs) to drop ones delivered again after a crash upstream (count; 0 = keep every record)"),
         ],
         make: { _, options in try KafkaSource(options) })
 
@@ -177,7 +182,7 @@ final class KafkaSource: Stage {
             for (record, outcome) in zip(polled.records, outcomes) {
                 switch outcome {
                 case .message(var m):
-                    if deduplicate > 0, let key = WindowKey(m), !recent.insert(key) {
+                    if deduplicate > 0, Self.deduplicatedKinds.contains(m.kind), let key = WindowKey(m), !recent.insert(key) {
                         duplicates += 1
                         continue
                     }
@@ -234,12 +239,16 @@ final class KafkaSource: Stage {
         let assigned = consumer.assignment
         lag.update(consumer.lag(), assigned: assigned, force: true)
         if commits.ledger != nil {
+            // End the stream now, so the collector processes its last batches, flushes at the
+            // end of a finite run, and releases its final positions before the final commit.
+            output.finish()
+            let finite = !context.stopRequested
             let deadline = ContinuousClock.now + Self.finalCommitWait
-            while !commits.caughtUp(handed: handed), ContinuousClock.now < deadline {
+            while !commits.caughtUp(handed: handed, released: finite), ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            if !commits.caughtUp(handed: handed) {
-                context.logger.warning("stopping before the stages downstream processed every record read; the rest is read again by the next run")
+            if !commits.caughtUp(handed: handed, released: finite) {
+                context.logger.warning("stopping before the stages downstream were done with every record read; the rest is read again by the next run")
             }
         }
         let final = commits.targets(handed: handed).filter { assigned.contains($0.key) }
@@ -353,12 +362,15 @@ final class CommitPolicy {
         return changed
     }
 
-    /// True once the holders have processed every tweet handed over (and their output is durable).
-    func caughtUp(handed: [TopicPartition: Int64]) -> Bool {
+    /// True once the holders have processed every tweet handed over and their output is
+    /// durable; with `released`, once they also need none of them any more (every cascade ended).
+    func caughtUp(handed: [TopicPartition: Int64], released: Bool) -> Bool {
         guard let ledger else { return true }
-        let released = ledger.committable()
+        let positions = ledger.committable()
         return handed.allSatisfy { tp, next in
-            !withTweets.contains(tp.partition) || (released[tp.partition]?.processed ?? -1) >= next
+            guard withTweets.contains(tp.partition) else { return true }
+            guard let held = positions[tp.partition] else { return false }
+            return (released ? held.keepFrom : held.processed) >= next
         }
     }
 }

@@ -155,32 +155,6 @@ public final class OffsetLedger: Sendable {
     }
 }
 
-/// Turns out-of-order completions of batch ordinals (1, 2, 3...) into in-order acknowledgements
-/// of an input: `complete(n)` acknowledges through the largest ordinal whose predecessors are all
-/// complete. For sinks whose writes finish out of order (Kafka delivery reports).
-public final class BatchAcknowledger: Sendable {
-    private struct State {
-        var through = 0
-        var done: Set<Int> = []
-    }
-    private let input: StageInput
-    private let state = Mutex(State())
-
-    public init(_ input: StageInput) { self.input = input }
-
-    /// Marks batch `ordinal` complete; acknowledges the input through the contiguous prefix.
-    public func complete(_ ordinal: Int) {
-        let through: Int? = state.withLock { s in
-            guard ordinal > s.through else { return nil }
-            s.done.insert(ordinal)
-            let before = s.through
-            while s.done.remove(s.through + 1) != nil { s.through += 1 }
-            return s.through > before ? s.through : nil
-        }
-        if let through { input.acknowledge(through: through) }
-    }
-}
-
 /// The last `capacity` keys seen, to drop messages delivered again (at-least-once transports):
 /// ``insert(_:)`` answers whether the key is new; the oldest key is forgotten first.
 public struct RecentKeys<Key: Hashable & Sendable>: Sendable {

@@ -337,8 +337,11 @@ public final class RunningCount: Sendable {
 /// A sequence number that only grows, readable from any thread.
 final class LatestSequence: Sendable {
     private let v = Atomic<Int>(0)
+    private let finished = Atomic<Bool>(false)
     func raise(_ n: Int) { _ = v.max(n, ordering: .relaxed) }
     var value: Int { v.load(ordering: .relaxed) }
+    /// True the first time only.
+    func finish() -> Bool { !finished.exchange(true, ordering: .relaxed) }
 }
 
 /// One stream bound to an input port.
@@ -423,8 +426,12 @@ public struct StageOutput: Sendable {
     /// How many leading batches of the stream every consumer has acknowledged.
     public var durable: Int { target.channel.durable }
 
-    /// Ends this producer's contribution to the stream. Called by the runtime after `run`.
-    public func finish() { target.channel.finish() }
+    /// Ends this producer's contribution to the stream. Called by the runtime after `run`; a
+    /// stage may call it earlier (a source that waits for the stages downstream to finish before
+    /// its last commit). Only the first call counts.
+    public func finish() {
+        if latest.finish() { target.channel.finish() }
+    }
 }
 
 /// One batch read from a set of merged inputs, with where it came from.
@@ -607,5 +614,31 @@ public final class StageContext: Sendable {
             }
         }
         return (merged, id)
+    }
+}
+
+/// Turns out-of-order completions of batch ordinals (1, 2, 3...) into in-order acknowledgements
+/// of an input: `complete(n)` acknowledges through the largest ordinal whose predecessors are all
+/// complete. For sinks whose writes finish out of order (Kafka delivery reports).
+public final class BatchAcknowledger: Sendable {
+    private struct State {
+        var through = 0
+        var done: Set<Int> = []
+    }
+    private let input: StageInput
+    private let state = Mutex(State())
+
+    public init(_ input: StageInput) { self.input = input }
+
+    /// Marks batch `ordinal` complete; acknowledges the input through the contiguous prefix.
+    public func complete(_ ordinal: Int) {
+        let through: Int? = state.withLock { s in
+            guard ordinal > s.through else { return nil }
+            s.done.insert(ordinal)
+            let before = s.through
+            while s.done.remove(s.through + 1) != nil { s.through += 1 }
+            return s.through > before ? s.through : nil
+        }
+        if let through { input.acknowledge(through: through) }
     }
 }
