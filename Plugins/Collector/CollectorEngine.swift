@@ -14,6 +14,7 @@ struct CollectorTally {
     var ended = 0
     var belowMinSize = 0
     var evicted = 0
+    var sourcesEvicted = 0
 }
 
 /// Messages built while processing one input batch, and whether each port is bound.
@@ -103,6 +104,8 @@ struct SourceProcessor {
     private var held: [PartitionKey: HeldQueue] = [:]
     /// Partitions this source has open cascades from (or had).
     var heldPartitions: Dictionary<PartitionKey, HeldQueue>.Keys { held.keys }
+    /// Engine-wide sequence number of the source's latest event (which sources are idle).
+    private(set) var lastTouch: UInt64 = 0
 
     init(source: SourceID, settings: CollectorSettings) {
         self.source = source
@@ -130,6 +133,7 @@ struct SourceProcessor {
 
     /// Processes one event (its time is finite); `touch` is the engine's sequence number for it.
     mutating func process(_ tweet: Tweet, touch: UInt64, into out: inout CollectorEmission) -> EventOutcome {
+        lastTouch = touch
         let now = tweet.time
         if now < clock { return .outOfOrder }
         if now > clock {
@@ -380,7 +384,7 @@ struct CollectorEngine {
                 reject("invalid_time", tweet, "non-finite time \(tweet.time)", context)
                 continue
             }
-            let p = processorIndex(tweet.source)
+            let p = processorIndex(tweet.source, context)
             if let key { processors[p].noteOrigin(key) }
             let before = processors[p].openCount
             touches &+= 1
@@ -480,6 +484,31 @@ struct CollectorEngine {
             metadata: ["cascade": .string(String(id)), "source": .string(String(source))])
     }
 
+    /// Makes room for new sources when `max_sources` are known: the tenth least recently active
+    /// end their open cascades as if terminated (series and sizes emitted) and are forgotten with
+    /// their ended ids (counted `sources_evicted`, logged rate-limited).
+    private mutating func evictIdleSources(_ context: StageContext) {
+        let count = max(1, processors.count / 10)
+        let victims = Set(processors.indices.sorted { processors[$0].lastTouch < processors[$1].lastTouch }.prefix(count))
+        var kept: [SourceProcessor] = []
+        kept.reserveCapacity(processors.count - count)
+        for p in processors.indices {
+            if victims.contains(p) {
+                openCascades -= processors[p].openCount
+                processors[p].flush(into: &out)
+            } else {
+                kept.append(processors[p])
+            }
+        }
+        processors = kept
+        index = [:]
+        for (i, processor) in processors.enumerated() { index[processor.source] = i }
+        lastIndex = -1
+        out.tally.sourcesEvicted += count
+        context.warnRateLimited("sources_evicted",
+            "collector: more than max_sources (\(settings.maxSources)) sources: the \(count) least recently active ended their open cascades and were forgotten")
+    }
+
     /// The messages built since the last call.
     mutating func takeOutput() -> (series: [Message], sizes: [Message]) {
         let result = (out.series, out.sizes)
@@ -495,12 +524,13 @@ struct CollectorEngine {
         return t
     }
 
-    private mutating func processorIndex(_ source: SourceID) -> Int {
+    private mutating func processorIndex(_ source: SourceID, _ context: StageContext) -> Int {
         if lastIndex >= 0 && source == lastSource { return lastIndex }
         let p: Int
         if let known = index[source] {
             p = known
         } else {
+            if processors.count >= settings.maxSources { evictIdleSources(context) }
             p = processors.count
             processors.append(SourceProcessor(source: source, settings: settings))
             index[source] = p
@@ -509,6 +539,7 @@ struct CollectorEngine {
         lastIndex = p
         return p
     }
+
 
     private func reject(_ reason: String, _ tweet: Tweet, _ what: String, _ context: StageContext) {
         context.counters.reject(reason)

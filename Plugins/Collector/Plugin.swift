@@ -51,6 +51,11 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 /// remembered as ended (its later events are `late_event`) — and is counted `evicted`, with a
 /// rate-limited warning.
 ///
+/// Bounded sources: at most `max_sources` sources are tracked (clock, open cascades, ended ids).
+/// A new source beyond it makes the least recently active tenth end their open cascades as in
+/// step 2 and be forgotten (counted `sources_evicted`, with a rate-limited warning); their later
+/// events are then unknown or new.
+///
 /// End of input: every open cascade of every source ends as in step 2 (sources in the order they
 /// first appeared, within a source oldest last event first), so no series or size is lost.
 /// A daemon stop ends the input once the sources stop, so it is covered by the same flush.
@@ -87,6 +92,8 @@ final class CollectorStage: Stage {
                        doc: "Minimum number of events (original tweet included) for a series or size to be sent; >= 1"),
             OptionSpec("max_ended_remembered", .int, default: .int(100_000),
                        doc: "Ended cascade ids remembered per source to recognise late events (count); >= 0"),
+            OptionSpec("max_sources", .int, default: .int(100_000),
+                       doc: "Most sources tracked at once (count); a new source beyond it makes the tenth least recently active end their open cascades as if terminated and be forgotten, counted `sources_evicted`; >= 1"),
             OptionSpec("max_open_cascades", .int, default: .int(1_000_000),
                        doc: "Most cascades open at once across all sources (count); above it the cascade with the oldest last event (by arrival) ends early as if terminated, counted `evicted`; >= 1"),
         ],
@@ -178,6 +185,7 @@ final class CollectorStage: Stage {
         if tally.ended > 0 { context.counters.add("cascades_ended", tally.ended) }
         if tally.belowMinSize > 0 { context.counters.add("cascades_below_min_size", tally.belowMinSize) }
         if tally.evicted > 0 { context.counters.add("evicted", tally.evicted) }
+        if tally.sourcesEvicted > 0 { context.counters.add("sources_evicted", tally.sourcesEvicted) }
         let (series, sizes) = engine.takeOutput()
         if let seriesOut, !series.isEmpty { await seriesOut.send(series) }
         if let sizesOut, !sizes.isEmpty { await sizesOut.send(sizes) }
@@ -194,9 +202,11 @@ struct CollectorSettings: Sendable {
     var maxEndedRemembered: Int
     /// Most cascades open at once across sources; beyond, the least recently touched one ends.
     var maxOpenCascades: Int
+    /// Most sources tracked at once; beyond, the least recently active tenth is ended and forgotten.
+    var maxSources: Int
 
     init(windows: [Int], terminated: Int, minCascadeSize: Int, maxEndedRemembered: Int,
-         maxOpenCascades: Int = 1_000_000) throws {
+         maxOpenCascades: Int = 1_000_000, maxSources: Int = 100_000) throws {
         guard !windows.isEmpty else { throw StageConfigError(option: "windows", "must list at least one window") }
         for w in windows where w <= 0 {
             throw StageConfigError(option: "windows", "window \(w) must be > 0 seconds")
@@ -217,7 +227,11 @@ struct CollectorSettings: Sendable {
         guard maxOpenCascades >= 1 else {
             throw StageConfigError(option: "max_open_cascades", "must be >= 1, got \(maxOpenCascades)")
         }
+        guard maxSources >= 1 else {
+            throw StageConfigError(option: "max_sources", "must be >= 1, got \(maxSources)")
+        }
         self.maxOpenCascades = maxOpenCascades
+        self.maxSources = maxSources
         self.windows = sorted
         self.terminated = terminated
         self.minCascadeSize = minCascadeSize
@@ -228,6 +242,7 @@ struct CollectorSettings: Sendable {
         try self.init(windows: options.ints("windows"), terminated: options.int("terminated"),
                       minCascadeSize: options.int("min_cascade_size"),
                       maxEndedRemembered: options.int("max_ended_remembered"),
-                      maxOpenCascades: options.int("max_open_cascades"))
+                      maxOpenCascades: options.int("max_open_cascades"),
+                      maxSources: options.int("max_sources"))
     }
 }

@@ -21,6 +21,8 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   learner's `mode` must be the same; it is written into every model, and the predictor
 ///   ignores models of another mode). Samples whose X does not have the mode's length (3 for
 ///   none and course, 5 for growth), or with a non-finite value, are rejected and counted.
+/// - At most `max_windows` windows (distinct T_obs) are learned; samples of a further window
+///   are rejected (`too_many_windows`, logged rate-limited).
 /// - Each window keeps its `max_samples` most recent samples. Every `refit_every` samples of a
 ///   window, a forest (see `ForestParameters`: CART regression trees, variance reduction,
 ///   bootstrap, `max_features` subsampling, seeded) is fitted on them and sent as a `model`
@@ -41,6 +43,8 @@ final class LearnerStage: Stage {
                        doc: "correction mode of the samples; must match the predictor's (written into each model)"),
             OptionSpec("refit_every", .int, default: .int(20), doc: "refit a window's forest every this many new samples (k)"),
             OptionSpec("max_samples", .int, default: .int(2000), doc: "most recent samples of a window a forest is fitted on"),
+            OptionSpec("max_windows", .int, default: .int(64),
+                       doc: "most observation windows (distinct T_obs) learned at once; samples of further windows are rejected (`too_many_windows`), so a stream of bogus T_obs cannot exhaust memory"),
             OptionSpec("trees", .int, default: .int(100), doc: "number of trees"),
             OptionSpec("max_depth", .int, default: .int(16), doc: "largest depth of a tree (root = 0), 1..64"),
             OptionSpec("min_samples_leaf", .int, default: .int(3), doc: "fewest bootstrap samples in a leaf"),
@@ -55,6 +59,7 @@ final class LearnerStage: Stage {
     let featureCount: Int
     let refitEvery: Int
     let maxSamples: Int
+    let maxWindows: Int
     let parameters: ForestParameters
 
     init(options: StageOptions) throws {
@@ -68,6 +73,8 @@ final class LearnerStage: Stage {
         guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         maxSamples = try options.int("max_samples")
         guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
+        maxWindows = try options.int("max_windows")
+        guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
         let seed = try options.int("seed")
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
@@ -134,6 +141,12 @@ final class LearnerStage: Stage {
                 }
                 guard s.w.isFinite, s.x.allSatisfy(\.isFinite) else {
                     context.counters.reject("non_finite_sample")
+                    continue
+                }
+                guard windows[s.tObs] != nil || windows.count < maxWindows else {
+                    context.counters.reject("too_many_windows")
+                    context.warnRateLimited("too_many_windows",
+                        "sample of cascade \(s.cascade) for T_obs=\(s.tObs) skipped: already learning max_windows (\(maxWindows)) windows \(windows.keys.sorted().prefix(8).map(String.init).joined(separator: ","))")
                     continue
                 }
                 context.counters.add("samples")

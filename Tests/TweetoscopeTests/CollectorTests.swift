@@ -53,6 +53,7 @@ import TweetoscopeCore
         #expect(defaults["min_cascade_size"] == .int(10))
         #expect(defaults["max_ended_remembered"] == .int(100_000))
         #expect(defaults["max_open_cascades"] == .int(1_000_000))
+        #expect(defaults["max_sources"] == .int(100_000))
     }
 
     @Test(arguments: [
@@ -64,6 +65,7 @@ import TweetoscopeCore
         ("min_cascade_size", .int(0)),
         ("max_ended_remembered", .int(-1)),
         ("max_open_cascades", .int(0)),
+        ("max_sources", .int(0)),
     ])
     func factoryRejectsInvalidOptions(key: String, value: OptionValue) throws {
         let d = try stageDescriptor("collector", plugin: "collector")
@@ -250,6 +252,23 @@ import TweetoscopeCore
             Self.size(3, 10, 1, 5001), Self.size(3, 20, 1, 5001),
         ])
         #expect(r.counters["evicted"] == 1)
+    }
+
+    /// max_sources 3: the fourth source makes the least recently active one (source 2) end its
+    /// cascade (sizes emitted) and be forgotten: its later retweet is an unknown cascade, from a
+    /// source tracked anew, which in turn makes source 3 (now the least recently active) go.
+    @Test func sourcesAreBoundedLeastRecentlyActiveFirst() async throws {
+        let r = try await Self.collect([[
+            Self.tweet(1, 1, 0), Self.tweet(2, 2, 0), Self.tweet(3, 3, 0),
+            Self.retweet(1, 1, 1),          // source 2 is now the least recently active
+            Self.tweet(4, 4, 0),            // 4 sources > 3: source 2 ends and goes
+            Self.retweet(2, 2, 2),          // unknown: source 2 was forgotten; source 3 goes
+        ]], minSize: 1, extra: ["max_sources": .int(3)])
+        #expect(r.counters["sources_evicted"] == 2)
+        #expect(r.counters["rejected.unknown_cascade"] == 1)
+        #expect(r.sizes.prefix(4) == [Self.size(2, 10, 1, 0), Self.size(2, 20, 1, 0),
+                                      Self.size(3, 10, 1, 0), Self.size(3, 20, 1, 0)])
+        #expect(r.sizes.count == 8, "every cascade still gets its sizes")
     }
 
     /// Many more cascades than the bound: never more than max_open_cascades open (the gauge), and

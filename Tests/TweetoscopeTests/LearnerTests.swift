@@ -38,6 +38,7 @@ import TweetoscopeCore
         #expect(defaults["mode"] == .string("growth"))
         #expect(defaults["refit_every"] == .int(20))
         #expect(defaults["max_samples"] == .int(2000))
+        #expect(defaults["max_windows"] == .int(64))
         #expect(defaults["trees"] == .int(100))
         #expect(defaults["seed"] == .int(0))
     }
@@ -45,6 +46,7 @@ import TweetoscopeCore
     @Test(arguments: [
         ("refit_every", OptionValue.int(0)),
         ("max_samples", .int(0)),
+        ("max_windows", .int(0)),
         ("trees", .int(0)),
         ("max_depth", .int(0)),
         ("min_samples_leaf", .int(0)),
@@ -76,6 +78,16 @@ import TweetoscopeCore
                                       + Self.courseSamples(20, tObs: 3600)])
         #expect(Set(r.models.map(\.tObs)) == [600, 3600])
         #expect(r.models.allSatisfy { $0.version == 1 && $0.samples == 20 })
+    }
+
+    /// max_windows 2: the samples of a third window are rejected, the first two are learned.
+    @Test func windowsAreBounded() async throws {
+        let r = try await Self.learn([Self.courseSamples(20, tObs: 600) + Self.courseSamples(20, tObs: 999)
+                                      + Self.courseSamples(20, tObs: 1200) + Self.courseSamples(5, tObs: 600, from: 20)],
+                                     extra: ["max_windows": .int(2)])
+        #expect(Set(r.models.map(\.tObs)) == [600, 999])
+        #expect(r.counters["rejected.too_many_windows"] == 20)
+        #expect(r.counters["samples"] == 45, "a known window still takes samples")
     }
 
     /// max_samples 15: the forest sees only the 15 most recent samples.
