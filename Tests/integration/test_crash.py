@@ -538,6 +538,7 @@ def test_broker_outage_mid_run_gives_the_reference_results(env, reference, rng):
     note("outage: predict lag 0 after the collector's exit (s)", round(drained, 1))
     note("outage: series/properties topics (records, duplicates)", run.topic_duplicates())
     assert re.search(r"WARNING \[\w+\] kafka", collector.stderr()), "the collector must have noticed the outage"
+    assert "kafka brokers reachable again" in collector.stderr(), "the collector must say when the outage ended"
     problems = compare(reference, run.results())
     assert not problems, (f"broker outage after {delay:.1f} s (seed {rng.seed_value}):\n" + "\n".join(problems)
                           + collector.tail(1500))

@@ -640,10 +640,22 @@ stages:
     inputs: {{ streams: [tweets] }}
     directory: {files}
 """)
+        # Under systemd the outage shows in the status line (sd_notify STATUS=, every 5 s).
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify.sock"))
         proc = subprocess.Popen([str(tweetoscoped), "run", "--config", str(consume)], text=True,
+                                env=dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock")),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(3)
+        statuses, deadline = [], time.time() + 7
+        while time.time() < deadline:
+            notify.settimeout(max(0.01, deadline - time.time()))
+            try:
+                statuses.append(notify.recv(1 << 16).decode())
+            except socket.timeout:
+                break
+        notify.close()
         assert proc.poll() is None, "the source must wait for the broker"
+        assert any(re.search(r"STATUS=.*; source: kafka brokers unreachable for \d+ s", m) for m in statuses), statuses
         private.start()
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
