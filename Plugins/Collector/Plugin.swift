@@ -58,7 +58,19 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///
 /// End of input: every open cascade of every source ends as in step 2 (sources in the order they
 /// first appeared, within a source oldest last event first), so no series or size is lost.
-/// A daemon stop ends the input once the sources stop, so it is covered by the same flush.
+/// A daemon stop ends the input once the sources stop, so it is covered by the same flush —
+/// except for tweets read from Kafka (they carry a ``RecordOrigin``).
+///
+/// Tweets from Kafka (crash safety): the collector holds positions
+/// (``InputAcknowledgement/holdsPositions``). Every 100 ms, and whenever its input is idle, it
+/// proposes to the source, per partition, the first event of its oldest open cascade (or the
+/// next offset), applied once everything it sent is acknowledged by the sinks downstream
+/// (``OffsetLedger``); the source commits only that. So after a kill the next run reads again
+/// from there and rebuilds every open cascade exactly. A stop (shutdown or reload) does not flush
+/// them: they are rebuilt from the committed offsets. A partition revoked or reassigned by a
+/// rebalance (reading restarts at its committed offset) takes the sources whose latest events came
+/// from it along (counted `revoked_cascades`); records read before that are skipped
+/// (`revoked_skipped`).
 ///
 /// Series times are relative to the cascade's first event (first element 0); magnitudes are
 /// unchanged. Output messages of one input batch are sent as one batch per output port; an unbound
