@@ -162,8 +162,10 @@ final class KafkaSource: Stage {
         let commits = CommitPolicy(ledger: context.positionHolders > 0 ? OffsetLedger(holders: context.positionHolders) : nil,
                                    topic: common.topic)
         var recent = RecentKeys<WindowKey>(capacity: deduplicate)
+        var unassignedSince: ContinuousClock.Instant? = ContinuousClock.now
         while !context.stopRequested {
             let polled = await consumer.poll(max: Self.batchSize, timeout: .milliseconds(100))
+            unassignedSince = reportUnassigned(consumer.assignment.isEmpty, since: unassignedSince, context)
             commits.follow(consumer.assignedAt, generation: consumer.assignmentGeneration, handed: &handed)
             for error in polled.errors {
                 context.counters.add("kafka_error.\(error.reason)")
@@ -261,6 +263,27 @@ final class KafkaSource: Stage {
             "records": .stringConvertible(context.counters["records"]),
             "committed": .string(final.keys.sorted().map { "\($0)@\(final[$0]!)" }.joined(separator: " ")),
         ])
+    }
+
+    /// How long a member may go without partitions before it says so.
+    static let unassignedWarning: Duration = .seconds(30)
+    static let unassignedTrouble = "no kafka partition assigned"
+
+    /// Warns (and shows in the status line) when this member has had no partition for
+    /// ``unassignedWarning``; clears it once it has some. Returns when the member became unassigned.
+    private func reportUnassigned(_ unassigned: Bool, since: ContinuousClock.Instant?, _ context: StageContext) -> ContinuousClock.Instant? {
+        guard unassigned else {
+            if context.currentTrouble?.text == Self.unassignedTrouble { context.setTrouble(nil) }
+            return nil
+        }
+        let since = since ?? ContinuousClock.now
+        if ContinuousClock.now - since >= Self.unassignedWarning, context.currentTrouble == nil {
+            context.setTrouble(Self.unassignedTrouble)
+            context.logger.warning("no partition of the topic assigned for \(Self.unassignedWarning): the group's other members may hold them all (more members than partitions), or the broker still counts a crashed predecessor of this daemon as a member until its session times out (set instance_id for static membership)", metadata: [
+                "topic": .string(common.topic), "group": .string(group),
+            ])
+        }
+        return since
     }
 
     /// Reports a record that does not decode (location `topic[partition]@offset`).

@@ -135,7 +135,7 @@ struct Plugins: AsyncParsableCommand {
                 }
             }
             for o in d.options {
-                let value = o.required ? "required" : o.defaultValue.map { "default \($0)" } ?? "optional"
+                let value = o.required ? "required" : o.defaultValue.map { "default \($0.description.isEmpty ? "\"\"" : $0.description)" } ?? "optional"
                 print("  option \(o.key): \(o.type), \(value) — \(o.doc)")
             }
         }
