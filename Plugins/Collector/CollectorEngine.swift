@@ -424,16 +424,7 @@ struct CollectorEngine {
     private mutating func reset(_ key: PartitionKey, _ context: StageContext) {
         processed[key] = nil
         guard processors.contains(where: { $0.partition == key }) else { return }
-        var kept: [SourceProcessor] = []
-        var dropped = 0
-        for processor in processors {
-            if processor.partition == key { dropped += processor.openCount } else { kept.append(processor) }
-        }
-        processors = kept
-        index = [:]
-        for (i, processor) in processors.enumerated() { index[processor.source] = i }
-        lastIndex = -1
-        openCascades -= dropped
+        let dropped = removeSources(ending: false) { $0.partition == key }.cascades
         context.counters.add("revoked_cascades", dropped)
         context.logger.info("partition revoked or reassigned: dropped the open cascades built from it (they are rebuilt from the committed offset)", metadata: [
             "partition": .stringConvertible(key.partition), "cascades": .stringConvertible(dropped),
@@ -489,24 +480,31 @@ struct CollectorEngine {
     /// their ended ids (counted `sources_evicted`, logged rate-limited).
     private mutating func evictIdleSources(_ context: StageContext) {
         let count = max(1, processors.count / 10)
-        let victims = Set(processors.indices.sorted { processors[$0].lastTouch < processors[$1].lastTouch }.prefix(count))
+        let idlest = processors.map(\.lastTouch).sorted()[count - 1]
+        let evicted = removeSources(ending: true) { $0.lastTouch <= idlest }.sources
+        out.tally.sourcesEvicted += evicted
+        context.warnRateLimited("sources_evicted",
+            "collector: more than max_sources (\(settings.maxSources)) sources: the \(evicted) least recently active ended their open cascades and were forgotten")
+    }
+
+    /// Forgets the sources matching `remove`; with `ending`, their open cascades end first as if
+    /// terminated (series and sizes emitted), otherwise they go without output. Returns how many
+    /// sources and open cascades went.
+    private mutating func removeSources(ending: Bool, where remove: (SourceProcessor) -> Bool) -> (sources: Int, cascades: Int) {
         var kept: [SourceProcessor] = []
-        kept.reserveCapacity(processors.count - count)
-        for p in processors.indices {
-            if victims.contains(p) {
-                openCascades -= processors[p].openCount
-                processors[p].flush(into: &out)
-            } else {
-                kept.append(processors[p])
-            }
+        var removed = (sources: 0, cascades: 0)
+        for var processor in processors {
+            guard remove(processor) else { kept.append(processor); continue }
+            removed.sources += 1
+            removed.cascades += processor.openCount
+            if ending { processor.flush(into: &out) }
         }
         processors = kept
         index = [:]
         for (i, processor) in processors.enumerated() { index[processor.source] = i }
         lastIndex = -1
-        out.tally.sourcesEvicted += count
-        context.warnRateLimited("sources_evicted",
-            "collector: more than max_sources (\(settings.maxSources)) sources: the \(count) least recently active ended their open cascades and were forgotten")
+        openCascades -= removed.cascades
+        return removed
     }
 
     /// The messages built since the last call.

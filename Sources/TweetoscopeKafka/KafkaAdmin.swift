@@ -21,7 +21,7 @@ public enum KafkaAdmin {
         callbacks.install(on: conf)
         let worker = BlockingWorker(name: "rdk-admin")
         defer { worker.stop() }
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.clampedMilliseconds
         let nonisolatedConf = UnsafeSendable(conf)
         let result: Result<[String], KafkaError> = await worker.run {
             withExtendedLifetime(callbacks) {

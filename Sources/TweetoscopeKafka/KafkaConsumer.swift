@@ -245,7 +245,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Up to `max` records: waits at most `timeout` for the first one, then takes what is
     /// already fetched. Rebalance and commit callbacks are served here.
     public func poll(max: Int, timeout: Duration) async -> PollResult {
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.clampedMilliseconds
         return await worker.run { [self] in pollBlocking(max: max, timeoutMs: ms) }
     }
 
@@ -337,7 +337,7 @@ extension KafkaConsumer {
     /// consumer's thread between polls). For reporting an outage's end.
     public func brokersReachable(timeout: Duration = .milliseconds(500)) async -> Bool {
         guard !closed.load(ordering: .relaxed) else { return false }
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.clampedMilliseconds
         return await worker.run { [self] in metadataAnswered(rk, timeoutMs: ms) }
     }
 }

@@ -92,7 +92,7 @@ public final class KafkaProducer: @unchecked Sendable {
     /// True when a broker answers a metadata request within `timeout` (a round trip on a
     /// thread of its own). For reporting an outage's end.
     public func brokersReachable(timeout: Duration = .milliseconds(500)) async -> Bool {
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.clampedMilliseconds
         return await Self.probe.run { [self] in
             // Under the lock: the instance must not be destroyed by a recovery meanwhile.
             lock.withLock { handle.map { metadataAnswered($0, timeoutMs: ms) } ?? false }

@@ -80,3 +80,10 @@ final class BlockingWorker: @unchecked Sendable {
         if !alreadyJoined { pthread_join(thread, nil) }
     }
 }
+
+extension Duration {
+    /// Whole milliseconds, clamped to Int32: the timeouts librdkafka's C API takes.
+    var clampedMilliseconds: Int32 {
+        Int32(clamping: components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
+    }
+}
