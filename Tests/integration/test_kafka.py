@@ -662,7 +662,7 @@ stages:
         lines = (files / "tweets.jsonl").read_text().splitlines()
         # Every record was acknowledged to the sink (delivered == 13291 above). noida-db can still
         # lose records it acknowledged in its last moments before a stop (scripts/kafka-broker
-        # stops it with `noida-db down`, which closes the port before saving; on a loaded machine
+        # stops it with `noida-db stop kafka`, which closes the port before saving; on a loaded machine
         # CI still saw 246 records, 1.9 %, vanish); the idempotent producer then detects the gap
         # (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal), is recreated and sends what it had in flight.
         # So: every record is in the topic except, at most, one run of records the broker dropped.
