@@ -660,12 +660,12 @@ stages:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         lines = (files / "tweets.jsonl").read_text().splitlines()
-        # Every record was acknowledged to the sink (delivered == 13291 above). noida-db can still
-        # lose records it acknowledged in its last moments before a stop (scripts/kafka-broker
-        # stops it with `noida-db stop kafka`, which closes the port before saving; on a loaded machine
-        # CI still saw 246 records, 1.9 %, vanish); the idempotent producer then detects the gap
-        # (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal), is recreated and sends what it had in flight.
-        # So: every record is in the topic except, at most, one run of records the broker dropped.
+        # Every record was acknowledged to the sink (delivered == 13291 above). noida-db loses
+        # records it acknowledges while it saves on a stop; scripts/kafka-broker stops it with
+        # `noida-db stop kafka`, which closes the port before saving (with `noida-db down`, which
+        # does not, CI saw 246 records, 1.9 %, vanish). After the restart the idempotent producer
+        # may detect a gap (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal), is recreated and sends what it
+        # had in flight. So: every record is in the topic except, at most, one small run.
         reference = tmp_path / "reference.yaml"
         reference.write_text(f"""
 plugins: [replay, file]
@@ -685,7 +685,7 @@ stages:
         want = (tmp_path / "reference" / "tweets.jsonl").read_text().splitlines()
         got = set(lines)
         missing = [i for i, line in enumerate(want) if line not in got]
-        assert len(missing) <= 0.05 * len(want), f"{len(missing)} tweets missing"
+        assert len(missing) <= 0.01 * len(want), f"{len(missing)} tweets missing"
         assert not missing or missing[-1] - missing[0] < 2 * len(missing) + 10, f"missing tweets not in one batch: {missing}"
         assert re.search(r"WARNING \[source\] kafka", err), err[-3000:]
     finally:
