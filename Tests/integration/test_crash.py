@@ -139,29 +139,11 @@ def lag(broker, group, topic):
 
 def topic_keys(broker, topic, timeout=120):
     """Every record of `topic` -> Counter of (type, cid, T_obs) (a diagnostic of duplicates)."""
-    tp = broker.ck.TopicPartition
-    c = broker.ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"check-{uuid.uuid4()}",
-                            "enable.auto.commit": False, **CLIENT_CONFIG})
-    try:
-        parts = list(c.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(tp(topic, p), timeout=30)[1] for p in parts}
-        c.assign([tp(topic, p, broker.ck.OFFSET_BEGINNING) for p in parts])
-        done = {p: ends[p] == 0 for p in parts}
-        keys = collections.Counter()
-        deadline = time.monotonic() + timeout
-        while not all(done.values()):
-            assert time.monotonic() < deadline, f"{topic}: timed out"
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            assert m.error() is None, m.error()
-            v = json.loads(m.value())
-            keys[(v["type"], v["cid"], v["T_obs"])] += 1
-            if m.offset() + 1 >= ends[m.partition()]:
-                done[m.partition()] = True
-        return keys
-    finally:
-        c.close()
+    keys = collections.Counter()
+    for _, _, _, value in broker.consume_all(topic, timeout=timeout):
+        v = json.loads(value)
+        keys[(v["type"], v["cid"], v["T_obs"])] += 1
+    return keys
 
 
 def create_topics(broker, names):

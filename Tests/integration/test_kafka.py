@@ -109,8 +109,9 @@ class Broker:
         c = self.ck.Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"check-{uuid.uuid4()}",
                               "enable.auto.commit": False, **CLIENT_CONFIG})
         try:
-            ends = {p: c.get_watermark_offsets(tp(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
-            c.assign([tp(topic, p, self.ck.OFFSET_BEGINNING) for p in range(PARTITIONS)])
+            parts = list(c.list_topics(topic, timeout=30).topics[topic].partitions)
+            ends = {p: c.get_watermark_offsets(tp(topic, p), timeout=30)[1] for p in parts}
+            c.assign([tp(topic, p, self.ck.OFFSET_BEGINNING) for p in parts])
             done = {p: ends[p] == 0 for p in ends}
             out = []
             deadline = time.time() + timeout
