@@ -74,7 +74,6 @@ struct SourceProcessor {
     let windowKeys: [Int]
     let terminated: Double
     let minSize: Int
-    let maxEnded: Int
 
     /// The source's clock: time of the latest accepted-in-order event.
     private(set) var clock = -Double.infinity
@@ -94,10 +93,8 @@ struct SourceProcessor {
     private var order: [Int] = []
     private var orderGeneration: [UInt32] = []
     private var cursors: [Int]
-    /// Ended cascade ids (bounded): the set answers, the ring gives the eviction order.
-    private var ended: Set<CascadeID> = []
-    private var endedRing: [CascadeID] = []
-    private var endedNext = 0
+    /// Ended cascade ids, the last `max_ended_remembered` of them.
+    private var ended: RecentKeys<CascadeID>
     /// For events read from a replayable input: the partition of the latest one, and the open
     /// cascades per partition with the offset of their first event.
     private(set) var partition: PartitionKey?
@@ -113,7 +110,7 @@ struct SourceProcessor {
         self.windowKeys = settings.windows
         self.terminated = Double(settings.terminated)
         self.minSize = settings.minCascadeSize
-        self.maxEnded = settings.maxEndedRemembered
+        self.ended = RecentKeys(capacity: settings.maxEndedRemembered)
         self.cursors = Array(repeating: 0, count: settings.windows.count)
     }
 
@@ -261,7 +258,7 @@ struct SourceProcessor {
             out.tally.belowMinSize += 1
         }
         open[id] = nil
-        rememberEnded(id)
+        _ = ended.insert(id)
         slots[s].times = []
         slots[s].magnitudes = []
         slots[s].msg = ""
@@ -270,18 +267,6 @@ struct SourceProcessor {
         out.tally.ended += 1
     }
 
-    private mutating func rememberEnded(_ id: CascadeID) {
-        guard maxEnded > 0 else { return }
-        if endedRing.count < maxEnded {
-            endedRing.append(id)
-        } else {
-            ended.remove(endedRing[endedNext])
-            endedRing[endedNext] = id
-            endedNext += 1
-            if endedNext == maxEnded { endedNext = 0 }
-        }
-        ended.insert(id)
-    }
 
     private mutating func allocateSlot() -> Int {
         if let s = freeSlots.popLast() { return s }

@@ -44,14 +44,13 @@ struct PendingPairs {
     private var order: [(key: PairKey, seq: Int, since: ContinuousClock.Instant)] = []
     private var head = 0
     private var nextSeq = 0
-    private var completed: Set<PairKey> = []
-    private var completedOrder: [PairKey] = []
-    private var completedHead = 0
+    private var completed: RecentKeys<PairKey>
 
     init(capacity: Int, ttl: Duration) {
         precondition(capacity >= 1)
         self.capacity = capacity
         self.ttl = ttl
+        completed = RecentKeys(capacity: capacity)
     }
 
     /// Number of halves waiting.
@@ -94,17 +93,7 @@ struct PendingPairs {
     /// Removes the waiting half of `key` and remembers the key as completed.
     mutating func complete(_ key: PairKey) -> Half? {
         let half = entries.removeValue(forKey: key)?.half
-        if completed.insert(key).inserted {
-            completedOrder.append(key)
-            if completed.count > capacity {
-                completed.remove(completedOrder[completedHead])
-                completedHead += 1
-                if completedHead > 4096, completedHead * 2 > completedOrder.count {
-                    completedOrder.removeFirst(completedHead)
-                    completedHead = 0
-                }
-            }
-        }
+        _ = completed.insert(key)
         compactIfNeeded()
         return half
     }

@@ -155,8 +155,9 @@ public final class OffsetLedger: Sendable {
     }
 }
 
-/// The last `capacity` keys seen, to drop messages delivered again (at-least-once transports):
-/// ``insert(_:)`` answers whether the key is new; the oldest key is forgotten first.
+/// The last `capacity` distinct keys seen, oldest forgotten first: ``insert(_:)`` answers whether
+/// the key is new. Drops messages delivered again (at-least-once transports), and bounds the
+/// memory of ended cascades (collector) and completed pairs (predictor).
 public struct RecentKeys<Key: Hashable & Sendable>: Sendable {
     public let capacity: Int
     private var seen: Set<Key> = []
@@ -171,6 +172,9 @@ public struct RecentKeys<Key: Hashable & Sendable>: Sendable {
 
     /// Number of keys remembered.
     public var count: Int { seen.count }
+
+    /// Whether `key` is remembered.
+    public func contains(_ key: Key) -> Bool { seen.contains(key) }
 
     /// Remembers `key`; returns false if it was already remembered (a duplicate).
     public mutating func insert(_ key: Key) -> Bool {
