@@ -415,10 +415,6 @@ public struct StageOutput: Sendable {
         latest.raise(await target.channel.send(batch))
     }
 
-    /// True once every consumer of the stream has acknowledged every batch this producer has
-    /// sent so far (written by a sink, delivered to Kafka, or received by an in-memory stage).
-    public var everythingSentIsDone: Bool { target.channel.durable >= latest.value }
-
     /// The stream sequence number of the latest batch sent by this producer; compare with
     /// ``durable`` to know when a batch is done everywhere.
     public var latestSequence: Int { latest.value }
