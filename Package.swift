@@ -8,6 +8,9 @@
 import PackageDescription
 
 let core: Target.Dependency = .product(name: "TweetoscopeCore", package: "Core")
+/// The Kafka client, a dynamic library of its own (nested package Sources/Kafka): the daemon and
+/// the Kafka plugin share one copy.
+let kafka: Target.Dependency = .product(name: "TweetoscopeKafka", package: "Kafka")
 let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 /// Plugins find libTweetoscopeCore.so one directory up once installed (/usr/lib/tweetoscope).
 let pluginLinker: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/.."])]
@@ -28,7 +31,7 @@ let plugins = [
     plugin("CollectorPlugin", dir: "Collector", product: "collector"),
     plugin("FileSinkPlugin", dir: "FileSink", product: "file"),
     plugin("EstimatorPlugin", dir: "Estimator", product: "estimator", deps: ["Hawkes"]),
-    plugin("KafkaPlugin", dir: "Kafka", product: "kafka", deps: ["TweetoscopeKafka"]),
+    plugin("KafkaPlugin", dir: "Kafka", product: "kafka", deps: [kafka]),
     plugin("PredictorPlugin", dir: "Predictor", product: "predictor"),
     plugin("LearnerPlugin", dir: "Learner", product: "learner", deps: ["Forest"]),
 ]
@@ -41,6 +44,7 @@ let package = Package(
     ] + plugins.map(\.0),
     dependencies: [
         .package(path: "Sources/Core"),
+        .package(path: "Sources/Kafka"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // The /metrics HTTP endpoint (runtime only: NIO stays out of TweetoscopeCore).
         .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
@@ -50,27 +54,26 @@ let package = Package(
                        providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka",
-                       providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
                        providers: [.apt(["libsystemd-dev"])]),
+        // Blocks SIGHUP/SIGINT/SIGTERM before main (a constructor of the executable).
+        .target(name: "CEarlySignals", path: "Sources/CEarlySignals"),
         .target(name: "Hawkes", path: "Sources/Hawkes", swiftSettings: swift6),
-        .target(name: "TweetoscopeKafka", dependencies: [core, "CRdKafka"], path: "Sources/TweetoscopeKafka", swiftSettings: swift6),
         .target(name: "Forest", dependencies: [core], path: "Sources/Forest", swiftSettings: swift6),
         .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
                           swiftSettings: swift6),
-        .target(name: "TweetoscopeRuntime", dependencies: [core, "CYaml", "CRdKafka", "CSystemd", "TweetoscopeKafka",
+        .target(name: "TweetoscopeRuntime", dependencies: [core, kafka, "CYaml", "CSystemd",
                                                           .product(name: "NIOCore", package: "swift-nio"),
                                                           .product(name: "NIOPosix", package: "swift-nio"),
                                                           .product(name: "NIOHTTP1", package: "swift-nio")],
                 path: "Sources/TweetoscopeRuntime", swiftSettings: swift6),
         .executableTarget(
             name: "tweetoscoped",
-            dependencies: ["TweetoscopeRuntime",
+            dependencies: ["TweetoscopeRuntime", "CEarlySignals",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/tweetoscoped", swiftSettings: swift6,
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/tweetoscope"])]),
-        .testTarget(name: "TweetoscopeTests", dependencies: ["TweetoscopeRuntime", "TweetoscopeKafka"],
+        .testTarget(name: "TweetoscopeTests", dependencies: ["TweetoscopeRuntime", kafka],
                     path: "Tests/TweetoscopeTests", swiftSettings: swift6),
         .testTarget(name: "HawkesTests", dependencies: ["Hawkes"], path: "Tests/HawkesTests",
                     swiftSettings: swift6),

@@ -19,8 +19,8 @@ struct CollectorTally {
 
 /// Messages built while processing one input batch, and whether each port is bound.
 struct CollectorEmission {
-    let buildSeries: Bool
-    let buildSizes: Bool
+    var buildSeries: Bool
+    var buildSizes: Bool
     var series: [Message] = []
     var sizes: [Message] = []
     var tally = CollectorTally()
@@ -72,8 +72,8 @@ struct SourceProcessor {
     /// Windows in seconds, ascending, as Double (comparisons) and Int (message keys).
     let windows: [Double]
     let windowKeys: [Int]
-    let terminated: Double
-    let minSize: Int
+    var terminated: Double
+    var minSize: Int
 
     /// The source's clock: time of the latest accepted-in-order event.
     private(set) var clock = -Double.infinity
@@ -94,7 +94,7 @@ struct SourceProcessor {
     private var orderGeneration: [UInt32] = []
     private var cursors: [Int]
     /// Ended cascade ids, the last `max_ended_remembered` of them.
-    private var ended: RecentKeys<CascadeID>
+    var ended: RecentKeys<CascadeID>
     /// For events read from a replayable input: the partition of the latest one, and the open
     /// cascades per partition with the offset of their first event.
     private(set) var partition: PartitionKey?
@@ -302,12 +302,12 @@ struct SourceProcessor {
 
 /// All sources of one collector stage.
 struct CollectorEngine {
-    let settings: CollectorSettings
-    private var processors: [SourceProcessor] = []
+    var settings: CollectorSettings
+    var processors: [SourceProcessor] = []
     private var index: [SourceID: Int] = [:]
     private var lastSource: SourceID = 0
     private var lastIndex = -1
-    private var out: CollectorEmission
+    var out: CollectorEmission
     /// Cascades open across all sources.
     private(set) var openCascades = 0
     /// Sequence number of the latest event.
@@ -437,6 +437,13 @@ struct CollectorEngine {
     mutating func flushAll() {
         for p in processors.indices { processors[p].flush(into: &out) }
         openCascades = 0
+    }
+
+    /// Forgets every open cascade of every source without emitting anything (their input was
+    /// cut by a failed source: a size or series built from them would be wrong). Returns how many
+    /// open cascades went.
+    mutating func dropAll() -> Int {
+        removeSources(ending: false) { _ in true }.cascades
     }
 
     /// Ends the open cascade whose last event is the oldest across sources (by arrival), as a

@@ -58,6 +58,9 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///
 /// End of input: every open cascade of every source ends as in step 2 (sources in the order they
 /// first appeared, within a source oldest last event first), so no series or size is lost.
+/// Input cut by a failed source (``StageInput/upstreamFailed``, e.g. a read error in a truncated
+/// file): the open cascades did not end, so they are dropped without output (no series, no size),
+/// counted `cascades_incomplete` and logged as an error.
 /// A daemon stop ends the input once the sources stop, so it is covered by the same flush —
 /// except for tweets read from Kafka (they carry a ``RecordOrigin``).
 ///
@@ -80,8 +83,19 @@ final class CollectorStage: Stage {
 
     /// The open cascades kept between two runs when the configuration is reloaded.
     private let kept = Mutex<CollectorEngine?>(nil)
+    /// Open cascades a reload could not carry over (``inherit(from:)``), counted at the next run.
+    private let droppedAtReload = Mutex(0)
 
     init(settings: CollectorSettings) { self.settings = settings }
+
+    /// The open cascades kept by a reload stop, taken (for the stage that replaces this one).
+    func takeKept() -> CollectorEngine? { kept.withLock { $0.take() } }
+
+    /// Makes `engine` the state the next run resumes; `dropped` cascades could not be carried over.
+    func adopt(_ engine: CollectorEngine, dropped: Int) {
+        kept.withLock { $0 = engine }
+        droppedAtReload.withLock { $0 += dropped }
+    }
 
     static let descriptor = StageDescriptor(
         type: "collector",
@@ -97,27 +111,37 @@ final class CollectorStage: Stage {
         ],
         options: [
             OptionSpec("windows", .intList, default: .list([.int(600), .int(1200)]),
-                       doc: "Observation windows T_obs in seconds after the first tweet; each > 0, no duplicates"),
+                       range: 1...31_536_000, doc: "Observation windows T_obs in seconds after the first tweet; each > 0, no duplicates"),
             OptionSpec("terminated", .int, default: .int(1800),
-                       doc: "Seconds of source time without a new event after which a cascade ends; > 0"),
+                       range: 1...31_536_000, doc: "Seconds of source time without a new event after which a cascade ends; > 0"),
             OptionSpec("min_cascade_size", .int, default: .int(10),
-                       doc: "Minimum number of events (original tweet included) for a series or size to be sent; >= 1"),
+                       range: 1...1e9, doc: "Minimum number of events (original tweet included) for a series or size to be sent; >= 1"),
             OptionSpec("max_ended_remembered", .int, default: .int(100_000),
-                       doc: "Ended cascade ids remembered per source to recognise late events (count); >= 0"),
+                       range: 0...1e9, doc: "Ended cascade ids remembered per source to recognise late events (count); >= 0"),
             OptionSpec("max_sources", .int, default: .int(100_000),
-                       doc: "Most sources tracked at once (count); a new source beyond it makes the tenth least recently active end their open cascades as if terminated and be forgotten, counted `sources_evicted`; >= 1"),
+                       range: 1...1e9, doc: "Most sources tracked at once (count); a new source beyond it makes the tenth least recently active end their open cascades as if terminated and be forgotten, counted `sources_evicted`; >= 1"),
             OptionSpec("max_open_cascades", .int, default: .int(1_000_000),
-                       doc: "Most cascades open at once across all sources (count); above it the cascade with the oldest last event (by arrival) ends early as if terminated, counted `evicted`; >= 1"),
+                       range: 1...1e9, doc: "Most cascades open at once across all sources (count); above it the cascade with the oldest last event (by arrival) ends early as if terminated, counted `evicted`; >= 1"),
         ],
         acknowledgement: .holdsPositions,
         make: { _, options in try CollectorStage(settings: CollectorSettings(options)) })
+        .declaring(
+            metrics: [MetricSpec("tweetoscope_collector_open_cascades", help: "Cascades open in a collector stage.")],
+            statusGauges: [StatusGauge(gauge: "open_cascades", text: "open cascades")])
 
     func run(_ context: StageContext) async throws {
         let seriesOut = context.output("series")
         let sizesOut = context.output("sizes")
         var engine = kept.withLock { $0.take() }
             ?? CollectorEngine(settings: settings, buildSeries: seriesOut != nil, buildSizes: sizesOut != nil)
+        engine.out.buildSeries = seriesOut != nil
+        engine.out.buildSizes = sizesOut != nil
         for name in ["events", "cascades_opened", "cascades_ended"] { context.counters.add(name, 0) }
+        let dropped = droppedAtReload.withLock { d in defer { d = 0 }; return d }
+        if dropped > 0 {
+            context.counters.add("reload_dropped_cascades", dropped)
+            context.logger.warning("a reload changed the windows: dropped \(dropped) open cascades (no series or size will be sent for them)")
+        }
         let openGauge = Gauge(label: "tweetoscope_collector_open_cascades", dimensions: context.metricDimensions)
         func recordOpen(_ n: Int) {
             openGauge.record(n)
@@ -147,6 +171,21 @@ final class CollectorStage: Stage {
             while let tagged = await merged.next(consumer) {
                 await process(tagged.messages, idle: merged.pending(consumer) == 0 && tagged.input.pending == 0)
             }
+        }
+        if let cut = inputs.first(where: \.upstreamFailed) {
+            // A source upstream failed (e.g. a read error in a truncated file): the open cascades
+            // were cut, not ended. Flushing them would emit wrong sizes, stats and training
+            // samples, so they are dropped, counted and logged.
+            await publish(&engine, context: context, seriesOut: seriesOut, sizesOut: sizesOut)
+            let dropped = engine.dropAll()
+            recordOpen(engine.openCascades)
+            context.counters.add("cascades_incomplete", dropped)
+            context.logger.error("a source upstream failed: open cascades dropped as incomplete, not flushed", metadata: [
+                "stream": .string(cut.stream), "cascades": .stringConvertible(dropped),
+            ])
+            // No new proposal: Kafka offsets stay where the last one left them, so a next run
+            // reads the cut cascades again.
+            return
         }
         if engine.holdsPositions && context.stopRequested {
             // Tweets from Kafka: the open cascades are not flushed (that would emit truncated

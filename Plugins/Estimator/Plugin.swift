@@ -30,18 +30,22 @@ final class EstimatorStage: Stage {
         inputs: [PortSpec("series", kinds: [.series], doc: "partial cascades (cascade_series)")],
         outputs: [PortSpec("parameters", kinds: [.parameters], doc: "Hawkes parameters keyed by T_obs (cascade_properties)")],
         options: [
-            OptionSpec("alpha", .double, default: .double(2.4), doc: "power-law exponent of the marks (> 2); E[m] = mu (alpha-1)/(alpha-2)"),
-            OptionSpec("mu", .double, default: .double(10), doc: "minimum mark of the power law, in followers (> 0)"),
+            OptionSpec("alpha", .double, default: .double(2.4), range: 2...100, doc: "power-law exponent of the marks (> 2); E[m] = mu (alpha-1)/(alpha-2)"),
+            OptionSpec("mu", .double, default: .double(10), range: 1e-9...1e12, doc: "minimum mark of the power law, in followers (> 0)"),
             OptionSpec("method", .choice(["map", "mle"]), default: .string("map"),
                        doc: "map: maximum a posteriori with `prior`; mle: maximum likelihood"),
             OptionSpec("prior", .doubleList, default: .list([.double(0.02), .double(0.0002), .double(0.01), .double(0.001), .double(-0.1)]),
                        doc: "[mu_p, mu_beta (1/s), sig_p, sig_beta (1/s), corr]: moments of the log-normal prior on (p, beta)"),
-            OptionSpec("max_n_star", .double, default: .double(1), doc: "largest branching factor allowed, in (0, 1]"),
+            OptionSpec("max_n_star", .double, default: .double(1), range: 1e-9...1, doc: "largest branching factor allowed, in (0, 1]"),
             OptionSpec("zero_root_mark", .double, default: .double(1),
-                       doc: "followers assumed for a root with 0 followers (0 = reject such cascades)"),
-            OptionSpec("parallelism", .int, default: .int(0), doc: "fits run at once (0 = number of cores)"),
+                       range: 0...1e12, doc: "followers assumed for a root with 0 followers (0 = reject such cascades)"),
+            OptionSpec("parallelism", .int, default: .int(0), range: 0...1024, doc: "fits run at once (0 = number of cores)"),
         ],
         make: { name, options in try EstimatorStage(options: options) })
+        .declaring(metrics: [
+            MetricSpec("tweetoscope_estimator_fit_seconds", help: "Time of one Hawkes MAP fit, in seconds, by T_obs."),
+            MetricSpec("tweetoscope_estimator_failed_fits_total", help: "Hawkes fits that failed, by reason."),
+        ])
 
     let estimator: HawkesEstimator
     let parallelism: Int

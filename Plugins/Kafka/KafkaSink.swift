@@ -7,7 +7,8 @@ import TweetoscopeKafka
 /// source, a window-keyed message's T_obs, no key otherwise) with an idempotent, acks=all
 /// producer. Deliveries are counted (`delivered`); a record librdkafka finally fails (after its
 /// own retries, within `message.timeout.ms`) is counted (`rejected.delivery_failed`) and logged.
-/// At the end of its inputs it waits for every delivery report.
+/// At the end of its inputs it waits for every delivery report; a sink given records that
+/// delivered none of them then fails (the run exits non-zero).
 final class KafkaSink: Stage {
     static let descriptor = StageDescriptor(
         type: "kafka_sink",
@@ -18,6 +19,10 @@ final class KafkaSink: Stage {
         options: CommonOptions.specs,
         acknowledgement: .explicit,
         make: { _, options in try KafkaSink(options) })
+        .declaring(metrics: [
+            MetricSpec("tweetoscope_kafka_delivery_errors_total",
+                       help: "Records a kafka_sink could not deliver (lost after librdkafka's retries)."),
+        ])
 
     let common: CommonOptions.Values
 
@@ -82,7 +87,7 @@ final class KafkaSink: Stage {
                 let record = ProducerRecord(topic: topic, key: WireFormat.key(message).map { Array($0.utf8) },
                                             value: WireFormat.encode(message))
                 do {
-                    try await producer.enqueue(record, completion: completion)
+                    try await producer.enqueue(record, giveUp: { context.stopDeadlinePassed }, completion: completion)
                 } catch {
                     batch.recordDone()
                     counters.reject("delivery_failed")
@@ -94,17 +99,45 @@ final class KafkaSink: Stage {
             }
             counters.add("produced", tagged.messages.count)
         }
-        // End of input: wait for every delivery report (librdkafka retries within message.timeout.ms).
-        while !(await producer.flush(timeout: .seconds(10))) {
-            context.logger.info("kafka sink waiting for deliveries", metadata: ["pending": .stringConvertible(producer.pending)])
+        // End of input: wait for every delivery report (librdkafka retries within
+        // message.timeout.ms), but never past the stop deadline: what is still undelivered then
+        // is purged, counted lost, and the stage fails so that the run exits non-zero.
+        var lastLog = ContinuousClock.now
+        var atDeadline = 0
+        while !(await producer.flush(timeout: shutdownBudget(context, at: .seconds(1)))) {
+            if context.stopDeadlinePassed {
+                atDeadline = producer.pending
+                context.logger.error("kafka sink: stop deadline passed with \(atDeadline) records undelivered (broker unreachable?): purging them", metadata: [
+                    "topic": .string(topic), "pending": .stringConvertible(atDeadline),
+                ])
+                break
+            }
+            if ContinuousClock.now - lastLog >= .seconds(10) {
+                lastLog = ContinuousClock.now
+                context.logger.info("kafka sink waiting for deliveries", metadata: ["pending": .stringConvertible(producer.pending)])
+            }
         }
-        await producer.close(timeout: .seconds(1))
+        await producer.close(timeout: atDeadline > 0 ? .zero : .seconds(1))
         if producer.recoveries > 0 { counters.add("producer_recreated", producer.recoveries) }
+        let lost = counters["rejected.delivery_failed"]
         context.logger.info("kafka sink flushed", metadata: [
             "delivered": .stringConvertible(counters["delivered"]),
-            "failed": .stringConvertible(counters["rejected.delivery_failed"]),
+            "failed": .stringConvertible(lost),
         ])
+        if lost > 0 { throw LostRecords(count: lost, topic: topic, atDeadline: atDeadline) }
+        // A sink that was given records and delivered none of them did nothing useful: the run
+        // must not end with exit status 0.
+        let produced = counters["produced"]
+        if produced > 0 && counters["delivered"] == 0 {
+            throw KafkaSinkError("delivered none of the \(produced) records given to topic \(topic) (brokers \(common.brokers)); \(counters["rejected.delivery_failed"]) failed")
+        }
     }
+}
+
+/// The failure of a sink that delivered nothing.
+struct KafkaSinkError: Error, CustomStringConvertible, Sendable {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// The records of one input batch still waiting for their delivery report.

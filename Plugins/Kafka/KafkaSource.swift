@@ -62,11 +62,15 @@ final class KafkaSource: Stage {
             OptionSpec("stop_at_end", .bool, default: .bool(false),
                        doc: "end once every assigned partition is at its end and idle for 1 s (finite runs: tests, benchmarks)"),
             OptionSpec("max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
-                       doc: "largest record value in bytes; larger ones are rejected as `oversized`; 64 to 1073741824"),
+                       range: 64...1_073_741_824, doc: "largest record value in bytes; larger ones are rejected as `oversized`; 64 to 1073741824"),
             OptionSpec("deduplicate", .int, default: .int(KafkaSource.defaultDeduplicate),
-                       doc: "series, size and parameters records remembered by (type, cid, T_obs) to drop ones delivered again after a crash upstream (count; 0 = keep every record)"),
+                       range: 0...1e9, doc: "series, size and parameters records remembered by (type, cid, T_obs) to drop ones delivered again after a crash upstream (count; 0 = keep every record)"),
         ],
         make: { _, options in try KafkaSource(options) })
+        .declaring(metrics: [
+            MetricSpec("tweetoscope_kafka_consumer_lag_records",
+                       help: "Records between a kafka_source's position and the partition's high watermark."),
+        ])
 
     let common: CommonOptions.Values
     let group: String
@@ -245,7 +249,7 @@ final class KafkaSource: Stage {
             // end of a finite run, and releases its final positions before the final commit.
             output.finish()
             let finite = !context.stopRequested
-            let deadline = ContinuousClock.now + Self.finalCommitWait
+            let deadline = ContinuousClock.now + shutdownBudget(context, at: Self.finalCommitWait)
             while !commits.caughtUp(handed: handed, released: finite), ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
@@ -254,11 +258,15 @@ final class KafkaSource: Stage {
             }
         }
         let final = commits.targets(handed: handed).filter { assigned.contains($0.key) }
-        if let error = await consumer.commit(final, wait: true) {
+        if let error = await consumer.commit(final, wait: true, timeout: shutdownBudget(context, at: .seconds(30))) {
             context.counters.add("commit_failed")
             context.logger.warning("kafka final offset commit failed (the tail may be redelivered): \(error)")
         }
-        await consumer.close()
+        let closeBudget = shutdownBudget(context, at: .seconds(30))
+        if !(await consumer.close(timeout: closeBudget)) {
+            context.counters.add("close_abandoned")
+            context.logger.warning("kafka consumer did not leave the group within \(closeBudget) (was the topic deleted?): abandoned so that the daemon can stop")
+        }
         context.logger.info("kafka source stopped", metadata: [
             "records": .stringConvertible(context.counters["records"]),
             "committed": .string(final.keys.sorted().map { "\($0)@\(final[$0]!)" }.joined(separator: " ")),

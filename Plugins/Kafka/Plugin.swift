@@ -22,7 +22,7 @@ enum CommonOptions {
                    doc: "librdkafka properties passed through (e.g. security.protocol); values of keys naming a password, secret or sasl.jaas are never logged"),
         OptionSpec("create_topic", .bool, default: .bool(false),
                    doc: "create the topic at start if missing (retried while the broker is down)"),
-        OptionSpec("partitions", .int, default: .int(4), doc: "partitions of a topic created by create_topic"),
+        OptionSpec("partitions", .int, default: .int(4), range: 1...100_000, doc: "partitions of a topic created by create_topic"),
     ]
 
     struct Values {

@@ -36,8 +36,8 @@ struct PendingPairs {
         case completed
     }
 
-    let capacity: Int
-    let ttl: Duration
+    private(set) var capacity: Int
+    private(set) var ttl: Duration
 
     private var entries: [PairKey: (half: Half, seq: Int, since: ContinuousClock.Instant)] = [:]
     /// Arrival order; entries removed since are skipped lazily (their seq no longer matches).
@@ -51,6 +51,22 @@ struct PendingPairs {
         self.capacity = capacity
         self.ttl = ttl
         completed = RecentKeys(capacity: capacity)
+    }
+
+    /// Applies a new capacity and time-to-live (a reload): halves beyond the new capacity are
+    /// evicted oldest first; a shorter ttl applies at the next ``expire(now:)``.
+    /// - Returns: the halves evicted.
+    mutating func reconfigure(capacity: Int, ttl: Duration) -> Int {
+        precondition(capacity >= 1)
+        self.capacity = capacity
+        self.ttl = ttl
+        if completed.capacity != capacity { completed = completed.resized(capacity: capacity) }
+        var evicted = 0
+        while entries.count > capacity, let oldest = popOldest() {
+            entries[oldest] = nil
+            evicted += 1
+        }
+        return evicted
     }
 
     /// Number of halves waiting.

@@ -47,8 +47,8 @@ final class PredictorStage: Stage {
         inputs: [
             PortSpec("properties", kinds: [.parameters, .size], multiple: true,
                      doc: "Hawkes parameters and final sizes keyed by T_obs (cascade_properties), in any order"),
-            PortSpec("models", kinds: [.model], required: false,
-                     doc: "models from the learner; the latest per window is used"),
+            PortSpec("models", kinds: [.model], required: false, sameOptions: ["mode"],
+                     doc: "models from the learner (whose `mode` must be this stage's); the latest per window is used"),
         ],
         outputs: [
             PortSpec("alerts", kinds: [.alert], required: false, doc: "forecast final sizes"),
@@ -63,15 +63,20 @@ final class PredictorStage: Stage {
                            + "N = n_obs + W G1/(1-n*); growth: X = [n_obs, n_supp/n_obs, n*, beta, G1/n_obs], "
                            + "W = ln(n_tot/n_obs), N = n_obs exp(W)"),
             OptionSpec("alert_min_size", .double, default: .double(0),
-                       doc: "alert only forecasts N >= this many events (0 = every forecast)"),
+                       range: 0...1e12, doc: "alert only forecasts N >= this many events (0 = every forecast)"),
             OptionSpec("max_pending", .int, default: .int(100_000),
-                       doc: "most half pairs (forecast or size) waiting for their other half; the oldest is evicted; also the number of completed pairs remembered to spot duplicates"),
+                       range: 1...1e9, doc: "most half pairs (forecast or size) waiting for their other half; the oldest is evicted; also the number of completed pairs remembered to spot duplicates"),
             OptionSpec("pending_ttl", .double, default: .double(86_400),
-                       doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
+                       range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
-                       doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
+                       range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
         ],
         make: { _, options in try PredictorStage(options: options) })
+        .declaring(summaryColumns: [
+            SummaryColumn("median ARE", counter: "are{T}_median_milli", format: .thousandths),
+            SummaryColumn("mean ARE", counter: "are{T}_mean_milli", format: .thousandths),
+            SummaryColumn("within 20%", counter: "are{T}_within20_milli", format: .thousandthsAsPercent),
+        ])
 
     let correction: Correction
     let alertMinSize: Double
@@ -127,6 +132,8 @@ final class PredictorStage: Stage {
         }
 
         var state = kept.withLock { $0.take() } ?? RunState(pending: PendingPairs(capacity: maxPending, ttl: pendingTTL))
+        let evictedAtReload = self.evictedAtReload.withLock { e in defer { e = 0 }; return e }
+        if evictedAtReload > 0 { context.counters.add("evicted", evictedAtReload) }
         let properties = context.inputs("properties")
         if properties.count == 1 {
             while let batch = await properties[0].next() {
@@ -173,6 +180,21 @@ final class PredictorStage: Stage {
 
     /// The run state kept across a configuration reload (the models are kept in `models`).
     private let kept = Mutex<RunState?>(nil)
+    /// Waiting halves a reload evicted (a smaller `max_pending`), counted at the next run.
+    private let evictedAtReload = Mutex(0)
+
+    /// The run state kept by a reload stop, taken (for the stage that replaces this one).
+    func takeKept() -> RunState? { kept.withLock { $0.take() } }
+
+    /// Makes `state` the one the next run resumes, under this stage's `max_pending` and `pending_ttl`.
+    /// - Returns: the waiting halves evicted by a smaller `max_pending`.
+    func adopt(_ state: RunState) -> Int {
+        var state = state
+        let evicted = state.pending.reconfigure(capacity: maxPending, ttl: pendingTTL)
+        kept.withLock { $0 = state }
+        evictedAtReload.withLock { $0 += evicted }
+        return evicted
+    }
 
     /// What the stage keeps between batches.
     struct RunState {

@@ -162,6 +162,22 @@ struct LongFormatParser: LineParser {
         data.magnitudes.append(m)
     }
 
+    /// The cascades read before a read error cut the file: every cascade but the last one (whose
+    /// end the error may have cut off), and the number of events of the dropped one.
+    /// - Throws: ``ReplayError`` when not even the header was read.
+    mutating func finishTruncated() throws -> (data: Dataset, droppedEvents: Int) {
+        guard headerChecked else { throw ReplayError("\(path):1: empty file, expected the header \"cascade,t,m\"") }
+        var dropped = 0
+        if current != nil {
+            let start = data.starts.removeLast()
+            data.ids.removeLast()
+            dropped = data.times.count - start
+        }
+        data.events = data.ends.last ?? 0
+        current = nil
+        return (data, dropped)
+    }
+
     /// The dataset. - Throws: ``ReplayError`` for an empty file (no header).
     mutating func finish() throws -> Dataset {
         guard headerChecked else { throw ReplayError("\(path):1: empty file, expected the header \"cascade,t,m\"") }
@@ -350,9 +366,30 @@ enum DatasetLoader {
     /// Loads a long-format file (see ``LongFormatParser``).
     /// - Throws: ``ReplayError`` for I/O errors, a bad header, an empty file.
     static func loadLong(path: String, maxRecordBytes: Int, rejected: RejectedRecords) async throws -> Dataset {
+        let (data, readError) = try await loadLongKeepingWhatWasRead(path: path, maxRecordBytes: maxRecordBytes, rejected: rejected)
+        if let readError { throw readError.error }
+        return data
+    }
+
+    /// What a read error cut from a long-format file: the error, and the cascade it cut (dropped:
+    /// its last events may be missing).
+    struct Truncation {
+        var error: any Error
+        var droppedEvents: Int
+    }
+
+    /// Loads a long-format file; a read error in the middle of it (a truncated gzip stream, an I/O
+    /// error) keeps the whole cascades read before it and returns the error beside them.
+    /// - Throws: ``ReplayError`` for a bad header or an empty file, or a read error before the
+    ///   header was read.
+    static func loadLongKeepingWhatWasRead(path: String, maxRecordBytes: Int, rejected: RejectedRecords)
+        async throws -> (Dataset, Truncation?) {
         var parser = LongFormatParser(path: path)
-        try await parse(path, maxRecordBytes, rejected, &parser)
-        return try parser.finish()
+        if let readError = try await parse(path, maxRecordBytes, rejected, &parser) {
+            let (data, dropped) = try parser.finishTruncated()
+            return (data, Truncation(error: readError, droppedEvents: dropped))
+        }
+        return (try parser.finish(), nil)
     }
 
     /// Loads the course's pair of files (see ``CourseRowsParser`` and ``CourseIndexParser``).
@@ -360,22 +397,27 @@ enum DatasetLoader {
     static func loadCourse(path: String, index: String, secondsPerTimeUnit: Double, maxRecordBytes: Int,
                            rejected: RejectedRecords) async throws -> Dataset {
         var rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)
-        try await parse(path, maxRecordBytes, rejected, &rows)
+        if let readError = try await parse(path, maxRecordBytes, rejected, &rows) { throw readError }
         var cascades = CourseIndexParser(path: index, dataPath: path, rows: try rows.finish())
         rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)  // frees the rows' copy
-        try await parse(index, maxRecordBytes, rejected, &cascades)
+        if let readError = try await parse(index, maxRecordBytes, rejected, &cascades) { throw readError }
         return try cascades.finish()
     }
 
     /// Feeds every line of `path` to `parser`, reporting rejections, flushing dead letters.
+    /// - Returns: nil once the whole file was read, or the read error that stopped reading (the
+    ///   lines before it were fed to the parser).
+    /// - Throws: an error opening the file, or a parser's error (a bad header...).
     private static func parse<P: LineParser>(_ path: String, _ maxRecordBytes: Int, _ rejected: RejectedRecords,
-                                             _ parser: inout P) async throws {
+                                             _ parser: inout P) async throws -> (any Error)? {
         var reader = LineReader(try ByteFile(path: path), maxLineBytes: maxRecordBytes)
         var more = true
+        var readError: (any Error)?
         while more {
-            more = try parseSome(&reader, rejected, &parser)
+            more = try parseSome(&reader, rejected, &parser, readError: &readError)
             await rejected.flush()
         }
+        return readError
     }
 
     /// Parses lines until the end of the input (returns false) or until the dead letters need a
@@ -383,10 +425,13 @@ enum DatasetLoader {
     /// hot loop stays tight.
     @inline(never)
     private static func parseSome<P: LineParser>(_ reader: inout LineReader, _ rejected: RejectedRecords,
-                                                 _ parser: inout P) throws -> Bool {
+                                                 _ parser: inout P, readError: inout (any Error)?) throws -> Bool {
         // Unowned: the caller keeps `rejected` alive; this saves a retain and release per line.
         unowned(unsafe) let sink = rejected
-        while let line = try reader.next() {
+        while true {
+            let next: Line?
+            do { next = try reader.next() } catch { readError = error; return false }
+            guard let line = next else { break }
             try parser.consume(line) { r in
                 sink.reject(r.reason, location: "\(r.file):\(r.line)", detail: r.detail, raw: r.raw)
             }

@@ -10,6 +10,8 @@ import TweetoscopeCore
 /// ``WireFormat/decode(_:key:)`` (`invalid_utf8`, `invalid_json`, `unknown_type`,
 /// `missing_field`, `wrong_type`, `negative`, `out_of_range`...). Blank lines are ignored.
 /// Duplicated and out-of-order tweets are not the source's business: the collector rejects them.
+/// A read error (a truncated gzip stream, an I/O error) fails the stage after the tweets read
+/// before it have been sent; the collector downstream then drops its open cascades as incomplete.
 final class JSONLinesSource: Stage {
     let path: String
     /// Source id forced on every tweet, or nil to keep the line's `source` field (0 when absent).
@@ -28,8 +30,9 @@ final class JSONLinesSource: Stage {
         options: [
             OptionSpec("path", .path, required: true, doc: "JSON-lines file, one tweet per line; may be gzip-compressed"),
             OptionSpec("source", .int, default: .int(-1),
-                       doc: "source id given to every tweet; -1 = the line's `source` field, or 0 when it has none"),
+                       range: -1...2_147_483_647, doc: "source id given to every tweet; -1 = the line's `source` field, or 0 when it has none"),
             maxRecordBytesOption,
+            allowEmptyOption,
         ],
         make: { _, options in try JSONLinesSource(options) })
 
@@ -39,7 +42,12 @@ final class JSONLinesSource: Stage {
         guard s >= -1 else { throw StageConfigError(option: "source", "must be >= 0, or -1 for the line's field; got \(s)") }
         source = s >= 0 ? SourceID(s) : nil
         maxRecordBytes = try parseMaxRecordBytes(options)
+        allowEmpty = try options.bool("allow_empty")
+        _ = try DataHeader.firstLine(path, option: "path")  // readable, UTF-8, LF line ends
     }
+
+    /// Whether a file without any accepted event is fine (otherwise the stage fails).
+    let allowEmpty: Bool
 
     /// Decodes one line: a tweet, or the reason and explanation of its rejection.
     static func decode(_ line: Line, forcedSource: SourceID?) -> Result<Tweet, WireFormatError> {
@@ -80,10 +88,15 @@ final class JSONLinesSource: Stage {
         var stopped = false
         // Lines are read synchronously, a batch at a time; each batch is sent between reads.
         var reading = true
+        // A read error (a truncated gzip stream, an I/O error) ends the source with an error, but
+        // only after the lines read before it have been sent.
+        var readError: (any Error)?
         while reading {
             let began = ContinuousClock.now
             for _ in 0..<batchSize {
-                guard let line = try reader.next() else { reading = false; break }
+                let next: Line?
+                do { next = try reader.next() } catch { readError = error; reading = false; break }
+                guard let line = next else { reading = false; break }
                 if !line.oversized && isBlank(line.bytes) { continue }
                 switch Self.decode(line, forcedSource: source) {
                 case .success(let tweet):
@@ -105,6 +118,11 @@ final class JSONLinesSource: Stage {
             await rejected.flush()
             if context.stopRequested || Task.isCancelled { stopped = true; break }
         }
+        if let readError {
+            context.logger.error("reading failed after \(total) events: \(readError)", metadata: ["file": .string(path)])
+            throw readError
+        }
+        if total == 0 && !stopped && !allowEmpty { throw nothingAccepted(path, context) }
         context.logger.info(stopped ? "reading stopped on request" : "reading done",
                             metadata: ["file": .string(path), "events": .stringConvertible(total)])
     }

@@ -23,7 +23,22 @@ let rejectedPort = PortSpec(
 /// The `max_record_bytes` option of the sources.
 let maxRecordBytesOption = OptionSpec(
     "max_record_bytes", .int, default: .int(InputLimits.defaultMaxRecordBytes),
-    doc: "longest line in bytes (terminator excluded); longer ones are skipped in bounded memory and rejected as `oversized`; 64 to 1073741824")
+    range: 64...1_073_741_824, doc: "longest line in bytes (terminator excluded); longer ones are skipped in bounded memory and rejected as `oversized`; 64 to 1073741824")
+
+/// The `allow_empty` option of the sources.
+let allowEmptyOption = OptionSpec(
+    "allow_empty", .bool, default: .bool(false),
+    doc: "true: a file without a single accepted event (empty, or every record rejected) is not an error; by default it fails the stage, so the run exits non-zero")
+
+/// The error of a source that read no event at all: names the file and what was rejected.
+func nothingAccepted(_ path: String, _ context: StageContext) -> ReplayError {
+    let rejected = context.counters.snapshot.filter { $0.key.hasPrefix("rejected.") }
+    let total = rejected.values.reduce(0, +)
+    let reasons = rejected.keys.sorted().map { "\($0.dropFirst("rejected.".count))=\(rejected[$0]!)" }.joined(separator: ", ")
+    return ReplayError(total == 0
+        ? "\(path): no event in the file (set allow_empty: true if that is expected)"
+        : "\(path): every one of the \(total) records was rejected (\(reasons)); no event to process (set allow_empty: true if that is expected)")
+}
 
 /// The validated `max_record_bytes` option.
 func parseMaxRecordBytes(_ options: StageOptions) throws -> Int {
@@ -50,6 +65,12 @@ final class ReplaySource: Stage {
     /// Where a configuration reload stopped the replay; the next run resumes there.
     private let paused = Mutex<PausedReplay?>(nil)
 
+    /// The position a reload stop kept, taken (for the stage that replaces this one).
+    func takePaused() -> PausedReplay? { paused.withLock { $0.take() } }
+
+    /// Makes `state` the position the next run resumes from.
+    func adoptPaused(_ state: PausedReplay) { paused.withLock { $0 = state } }
+
     static let descriptor = StageDescriptor(
         type: "replay",
         summary: "Replays real retweet cascades from a file as the course's tweet generator does: sources with their own clocks, overlapping cascades, reproducible for a seed.",
@@ -66,20 +87,21 @@ final class ReplaySource: Stage {
             OptionSpec("format", .choice(["auto", "long", "course"]), default: .string("auto"),
                        doc: "data format; auto = course when `index` is set, long otherwise"),
             OptionSpec("sources", .int, default: .int(1),
-                       doc: "number of sources (the generator's threads), each replaying its own share of the cascades; >= 1"),
+                       range: 1...1_000_000, doc: "number of sources (the generator's threads), each replaying its own share of the cascades; >= 1"),
             OptionSpec("max_cascades", .int, default: .int(10),
-                       doc: "cascades running at the same time in each source; >= 1"),
+                       range: 1...1_000_000, doc: "cascades running at the same time in each source; >= 1"),
             OptionSpec("random_start_range", .double, default: .double(600),
-                       doc: "seconds (source clock): a cascade starts at a uniform random time in [now, now + range], rounded down to whole seconds; >= 0"),
+                       range: 0...31_536_000, doc: "seconds (source clock): a cascade starts at a uniform random time in [now, now + range], rounded down to whole seconds; >= 0"),
             OptionSpec("seed", .int, default: .int(0),
                        doc: "seed of the shuffle and of the start times; the same seed gives the same replay"),
             OptionSpec("time_acceleration", .double, default: .double(0),
-                       doc: "source seconds per wall-clock second; 0 = as fast as possible"),
+                       range: 0...1e9, doc: "source seconds per wall-clock second; 0 = as fast as possible"),
             OptionSpec("limit", .int, default: .int(0),
-                       doc: "number of cascades to replay, chosen by the seeded shuffle; 0 = all"),
+                       range: 0...1e12, doc: "number of cascades to replay, chosen by the seeded shuffle; 0 = all"),
             OptionSpec("seconds_per_time_unit", .double, default: .double(1),
-                       doc: "seconds per time unit of the course data file (times are rounded to whole seconds); > 0"),
+                       range: 1e-9...31_536_000, doc: "seconds per time unit of the course data file (times are rounded to whole seconds); > 0"),
             maxRecordBytesOption,
+            allowEmptyOption,
         ],
         make: { _, options in try ReplaySource(options) })
 
@@ -117,13 +139,33 @@ final class ReplaySource: Stage {
             throw StageConfigError(option: "seconds_per_time_unit", "must be a finite number > 0, got \(secondsPerTimeUnit)")
         }
         maxRecordBytes = try parseMaxRecordBytes(options)
+        allowEmpty = try options.bool("allow_empty")
+        // What `run` would reject at once, caught by `validate`: the headers of the files.
+        switch format {
+        case .long:
+            try DataHeader.check(path, option: "path", expected: "\"cascade,t,m\"") { $0 == "cascade,t,m" }
+        case .course:
+            try DataHeader.check(path, option: "path", expected: "time,magnitude[,msg]") { h in
+                let commas = h.utf8.count(where: { $0 == 0x2C })
+                return commas == 1 || commas == 2
+            }
+            try DataHeader.check(index!, option: "index", expected: "\"start_ind,end_ind\"") { h in
+                h.utf8.count(where: { $0 == 0x2C }) == 1
+            }
+        }
     }
+
+    /// Whether a file without any accepted event is fine (otherwise the stage fails).
+    let allowEmpty: Bool
 
     func run(_ context: StageContext) async throws {
         let loadStart = ContinuousClock.now
         var replay: MergedReplay
         var data: Dataset
         var resumedAt: Double?
+        // A read error cutting a long-format file: the whole cascades before it are replayed,
+        // then the stage fails with the error.
+        var truncation: DatasetLoader.Truncation?
         if let saved = paused.withLock({ $0.take() }) {
             // Resumes after a configuration reload, on the same source clocks.
             (replay, data, resumedAt) = (saved.replay, saved.data, saved.lastTime)
@@ -131,10 +173,22 @@ final class ReplaySource: Stage {
             let rejected = RejectedRecords(context)
             switch format {
             case .long:
-                data = try await DatasetLoader.loadLong(path: path, maxRecordBytes: maxRecordBytes, rejected: rejected)
+                (data, truncation) = try await DatasetLoader.loadLongKeepingWhatWasRead(
+                    path: path, maxRecordBytes: maxRecordBytes, rejected: rejected)
+                if let truncation {
+                    context.counters.add("events_cut", truncation.droppedEvents)
+                    context.logger.error("reading failed: replaying the \(data.cascadeCount) whole cascades read before the error, then failing; the cascade it cut is dropped", metadata: [
+                        "file": .string(path), "error": .string("\(truncation.error)"),
+                        "dropped_events": .stringConvertible(truncation.droppedEvents),
+                    ])
+                }
             case .course:
                 data = try await DatasetLoader.loadCourse(path: path, index: index!, secondsPerTimeUnit: secondsPerTimeUnit,
                                                           maxRecordBytes: maxRecordBytes, rejected: rejected)
+            }
+            if data.events == 0 && !allowEmpty {
+                if let truncation { throw truncation.error }
+                throw nothingAccepted(path, context)
             }
             replay = MergedReplay(data: data, plan: plan)
         }
@@ -150,6 +204,7 @@ final class ReplaySource: Stage {
             ])
         guard let output = context.output("tweets") else {
             context.logger.warning("output tweets is not bound; nothing to replay")
+            if let truncation { throw truncation.error }
             return
         }
         // Paced replays map source time t to wall time wallStart + t/acceleration.
@@ -184,10 +239,11 @@ final class ReplaySource: Stage {
             }
         }
         sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
-        if stopped && context.isReloading {
+        if stopped && context.isReloading && truncation == nil {
             let state = PausedReplay(replay: replay, data: data, lastTime: lastTime)
             paused.withLock { $0 = state }
         }
+        if let truncation { throw truncation.error }
         let started = replay.cascadesStarted
         let elapsed = ContinuousClock.now - wallStart
         context.logger.info(

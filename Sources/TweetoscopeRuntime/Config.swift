@@ -2,6 +2,7 @@
 // strictly. Every error carries file:line:column; unknown keys get a "did you mean".
 import Glibc
 import TweetoscopeCore
+import TweetoscopeKafka
 
 /// One configuration problem, printed as `file:line:column: error: message`.
 public struct ConfigDiagnostic: Sendable, CustomStringConvertible, Equatable {
@@ -33,10 +34,16 @@ public struct DaemonSettings: Sendable, Equatable {
     /// Plugins to load by name (`replay` for `libtweetoscope-replay.so`); nil loads every plugin found.
     public var plugins: [String]?
     public var logLevel: Logger.Level = .info
+    /// The log line format (`log_format`): text lines or one JSON object per line.
+    public var logFormat: LogFormat = .text
     /// Seconds between progress lines while running; 0 turns them off.
     public var progressInterval: Double = 10
     /// The metrics endpoint (`metrics:`); nil when metrics are off (the default).
     public var metrics: MetricsSettings?
+    /// Seconds the stages have, after a stop signal, to finish their shutdown steps (drains,
+    /// Kafka flushes, commits and closes); past it what is still waiting is dropped, counted,
+    /// and the daemon exits. A second stop signal cuts it to now.
+    public var shutdownTimeout: Double = 30
 
     public init() {}
 }
@@ -52,10 +59,18 @@ public struct MetricsSettings: Sendable, Equatable {
     /// Seconds the endpoint keeps serving after the pipeline has ended (finite runs), unless a
     /// stop signal arrives.
     public var linger: Double = 0
+    /// Whether `GET /tap` serves the messages of the streams (`tweetoscoped tap`); only on a
+    /// loopback address.
+    public var tap: Bool = false
 
     public init(host: String, port: Int) {
         self.host = host
         self.port = port
+    }
+
+    /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     /// `host:port`, with an IPv6 address in brackets.
@@ -83,6 +98,14 @@ public struct MetricsSettings: Sendable, Equatable {
               let port = Int(portText), (0...65535).contains(port) else { return nil }
         return (host, port)
     }
+}
+
+/// The format of log lines (`log_format`).
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// `<time> <LEVEL> [<stage>] <message> key=value...`
+    case text
+    /// One JSON object per line: timestamp, level, stage, message and the structured fields.
+    case json
 }
 
 /// One configured stage, validated against its plugin's descriptor.
@@ -114,9 +137,9 @@ public struct PipelineConfig: Sendable {
 let maxSeconds = 31_536_000.0
 
 /// Keys of the top-level mapping.
-let topLevelKeys = ["plugin_dir", "plugins", "log_level", "progress_interval", "metrics", "stages"]
+let topLevelKeys = ["plugin_dir", "plugins", "log_level", "log_format", "progress_interval", "shutdown_timeout", "metrics", "stages"]
 /// Keys of the `metrics` mapping.
-let metricsKeys = ["listen", "top_k", "linger"]
+let metricsKeys = ["listen", "top_k", "linger", "tap"]
 /// Keys of a stage entry that are not options.
 let stageReservedKeys = ["type", "inputs", "outputs"]
 
@@ -159,33 +182,47 @@ public enum ConfigLoader {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// Parses the document and its daemon settings (what is needed to find the plugins).
-    /// Returns the root node for ``validateStages(root:file:registry:)``; problems go to `errors`.
+    /// Parses the document and its daemon settings (what is needed to find the plugins), with
+    /// its environment references expanded. Returns the root node for
+    /// ``validateStages(root:registry:errors:)``; problems go to `errors`.
     public static func parseSettings(_ text: String, file: String, errors: inout [ConfigDiagnostic])
         -> (DaemonSettings, YAMLNode?)
     {
-        var settings = DaemonSettings()
-        let root: YAMLNode?
+        let parsed: YAMLNode?
         do {
-            root = try parseYAML(text, file: file)
+            parsed = try parseYAML(text, file: file)
         } catch let e as YAMLSyntaxError {
             errors.append(ConfigDiagnostic(e.mark, e.message))
-            return (settings, nil)
+            return (DaemonSettings(), nil)
         } catch {
             errors.append(ConfigDiagnostic(nil, "\(file): \(error)"))
-            return (settings, nil)
+            return (DaemonSettings(), nil)
         }
-        guard let root else {
+        guard let parsed else {
             errors.append(ConfigDiagnostic(SourceMark(file: file, line: 1, column: 1), "empty configuration: expected a mapping with `stages`"))
-            return (settings, nil)
+            return (DaemonSettings(), nil)
         }
+        errors += duplicateKeyDiagnostics(parsed)  // at every level (YAMLChecks.swift)
+        var notes: [SourceMark: InterpolationNote] = [:]
+        let root = Interpolator.process().interpolate(parsed, errors: &errors, notes: &notes)
+        guard case .mapping = root else {
+            errors.append(ConfigDiagnostic(root.mark, "expected a mapping at the top level, found \(root.kindName)"))
+            return (DaemonSettings(), nil)
+        }
+        return (parseSettings(root: root, errors: &errors), root)
+    }
+
+    /// The daemon settings of a (merged, interpolated) root mapping; problems go to `errors`.
+    /// Relative paths are relative to the directory of the file each value comes from.
+    public static func parseSettings(root: YAMLNode, errors: inout [ConfigDiagnostic]) -> DaemonSettings {
+        var settings = DaemonSettings()
         guard case .mapping(let pairs, _) = root else {
             errors.append(ConfigDiagnostic(root.mark, "expected a mapping at the top level, found \(root.kindName)"))
-            return (settings, nil)
+            return settings
         }
-        let directory = directoryOf(file)
         checkKeys(pairs, allowed: topLevelKeys, context: "top-level key", errors: &errors)
         for (key, keyMark, value) in pairs {
+            let directory = directoryOf(value.mark.file)
             switch key {
             case "plugin_dir":
                 if case .string(let s)? = convert(value, to: .path, directory: directory, key: key, errors: &errors) {
@@ -200,6 +237,10 @@ public enum ConfigLoader {
                 if case .string(let s)? = convert(value, to: .choice(levels), directory: directory, key: key, errors: &errors) {
                     settings.logLevel = Logger.Level(rawValue: s) ?? .info
                 }
+            case "log_format":
+                if case .string(let s)? = convert(value, to: .choice(LogFormat.allCases.map(\.rawValue)), directory: directory, key: key, errors: &errors) {
+                    settings.logFormat = LogFormat(rawValue: s) ?? .text
+                }
             case "progress_interval":
                 if let v = convert(value, to: .double, directory: directory, key: key, errors: &errors),
                    case .double(let d) = v {
@@ -207,6 +248,15 @@ public enum ConfigLoader {
                         errors.append(ConfigDiagnostic(value.mark, "progress_interval: expected seconds in 0...\(Int(maxSeconds)), found \(d)"))
                     } else {
                         settings.progressInterval = d
+                    }
+                }
+            case "shutdown_timeout":
+                if let v = convert(value, to: .double, directory: directory, key: key, errors: &errors),
+                   case .double(let d) = v {
+                    if !(d >= 1 && d <= 3600) {
+                        errors.append(ConfigDiagnostic(value.mark, "shutdown_timeout: expected seconds in 1...3600, found \(d)"))
+                    } else {
+                        settings.shutdownTimeout = d
                     }
                 }
             case "metrics":
@@ -218,7 +268,7 @@ public enum ConfigLoader {
         if !pairs.contains(where: { $0.key == "stages" }) {
             errors.append(ConfigDiagnostic(root.mark, "missing key `stages` (the pipeline's stages)"))
         }
-        return (settings, root)
+        return settings
     }
 
     /// The `metrics` mapping: `listen` (required), `top_k`, `linger`.
@@ -254,12 +304,27 @@ public enum ConfigLoader {
                 settings.linger = d
             }
         }
+        if let node = pairs.first(where: { $0.key == "tap" })?.value,
+           case .bool(let on)? = convert(node, to: .bool, directory: directory, key: "metrics.tap", errors: &errors) {
+            if on && !MetricsSettings.isLoopback(host) {
+                errors.append(ConfigDiagnostic(node.mark, "metrics.tap: the tap serves every message of the pipeline, so it needs a loopback `listen` address (127.0.0.1, ::1 or localhost), not \(host)"))
+            }
+            settings.tap = on
+        }
         return settings
     }
 
     /// Checks the `stages` section against the registered stage types, builds each stage, and
     /// checks the stream graph (every consumed stream has a producer of a compatible kind).
     public static func validateStages(root: YAMLNode, file: String, registry: StageRegistry,
+                                      errors: inout [ConfigDiagnostic]) -> [StageConfig]
+    {
+        validateStages(root: root, registry: registry, errors: &errors)
+    }
+
+    /// Checks the `stages` section against the registered stage types, builds each stage, and
+    /// checks the stream graph. Relative paths of a stage are relative to its file's directory.
+    public static func validateStages(root: YAMLNode, registry: StageRegistry,
                                       errors: inout [ConfigDiagnostic]) -> [StageConfig]
     {
         guard case .mapping(let top, _) = root,
@@ -269,14 +334,11 @@ public enum ConfigLoader {
             return []
         }
         if entries.isEmpty { errors.append(ConfigDiagnostic(stagesNode.mark, "stages: no stage configured")) }
-        let directory = directoryOf(file)
         var result: [StageConfig] = []
         var seen = Set<String>()
         for (name, nameMark, node) in entries {
-            if !seen.insert(name).inserted {
-                errors.append(ConfigDiagnostic(nameMark, "stage \"\(name)\" is defined twice"))
-                continue
-            }
+            let directory = directoryOf(nameMark.file)
+            if !seen.insert(name).inserted { continue }  // reported by duplicateKeyDiagnostics / readDocument
             if let stage = validateStage(name: name, nameMark: nameMark, node: node, directory: directory,
                                          registry: registry, errors: &errors) {
                 result.append(stage)
@@ -286,30 +348,13 @@ public enum ConfigLoader {
         return result
     }
 
-    /// Loads, checks and builds a whole configuration file with the plugins it names.
+    /// Loads, checks and builds one configuration file with the plugins it names (see
+    /// ``load(sources:pluginDirectory:environment:)`` for several files and directories).
     ///
     /// - Parameter pluginDirectory: overrides the file's `plugin_dir` (command line).
     /// - Throws: `ConfigErrors` with every problem found (syntax, keys, types, plugins, graph).
     public static func load(path: String, pluginDirectory: String? = nil) throws -> (PipelineConfig, StageRegistry) {
-        let text = try read(path)
-        var errors: [ConfigDiagnostic] = []
-        var (settings, root) = parseSettings(text, file: path, errors: &errors)
-        // Without a document there is no plugin list to trust: report the syntax error alone.
-        guard let root else { throw ConfigErrors(errors) }
-        if let pluginDirectory { settings.pluginDirectory = pluginDirectory }
-        let registry = StageRegistry()
-        do {
-            try registry.loadPlugins(directory: settings.pluginDirectory ?? PluginLoader.defaultDirectory(),
-                                     names: settings.plugins)
-        } catch let e as ConfigErrors {
-            errors += e.diagnostics
-        }
-        var stages: [StageConfig] = []
-        if registry.isEmpty == false {
-            stages = validateStages(root: root, file: path, registry: registry, errors: &errors)
-        }
-        guard errors.isEmpty else { throw ConfigErrors(errors) }
-        return (PipelineConfig(file: path, settings: settings, stages: stages), registry)
+        try load(sources: ConfigSources(file: path), pluginDirectory: pluginDirectory)
     }
 
     private static func validateStage(name: String, nameMark: SourceMark, node: YAMLNode, directory: String,
@@ -318,10 +363,6 @@ public enum ConfigLoader {
         guard case .mapping(let pairs, let mark) = node else {
             errors.append(ConfigDiagnostic(node.mark, "stage \"\(name)\": expected a mapping with `type`, found \(node.kindName)"))
             return nil
-        }
-        var seen = Set<String>()
-        for (key, keyMark, _) in pairs where !seen.insert(key).inserted {
-            errors.append(ConfigDiagnostic(keyMark, "stage \"\(name)\": key `\(key)` is given twice"))
         }
         guard let typeNode = pairs.first(where: { $0.key == "type" })?.value else {
             errors.append(ConfigDiagnostic(mark, "stage \"\(name)\": missing key `type` (one of: \(registry.types.joined(separator: ", ")))"))
@@ -339,7 +380,7 @@ public enum ConfigLoader {
             return nil
         }
         let before = errors.count
-        let optionKeys = descriptor.options.map(\.key)
+        let optionKeys = descriptor.options.flatMap { $0.secret ? [$0.key, $0.key + secretFileSuffix] : [$0.key] }
         checkKeys(pairs, allowed: stageReservedKeys + optionKeys, context: "key of stage \"\(name)\" (type \(type))",
                   errors: &errors)
 
@@ -387,11 +428,30 @@ public enum ConfigLoader {
         var optionText: [String: String] = [:]
         var optionMarks: [String: SourceMark] = [:]
         for spec in descriptor.options {
-            if let (_, keyMark, value) = pairs.first(where: { $0.key == spec.key }) {
+            let fileKey = spec.key + secretFileSuffix
+            let fromFile = spec.secret ? pairs.first(where: { $0.key == fileKey }) : nil
+            if let fromFile, let given = pairs.first(where: { $0.key == spec.key }) {
+                errors.append(ConfigDiagnostic(fromFile.keyMark, "stage \"\(name)\": give `\(spec.key)` or `\(fileKey)`, not both (`\(spec.key)` is at \(given.keyMark))"))
+            } else if let (_, keyMark, value) = fromFile {
+                optionMarks[spec.key] = keyMark
+                if let secret = readSecretFile(value, directory: directory, key: "stage \"\(name)\": option `\(fileKey)`", errors: &errors),
+                   let v = convert(.scalar(secret, plain: false, value.mark), to: spec.type, directory: directory,
+                                   key: "stage \"\(name)\": option `\(spec.key)` (from `\(fileKey)`)", errors: &errors) {
+                    values[spec.key] = v
+                    optionText[spec.key] = "<secret>"
+                }
+            } else if let (_, keyMark, value) = pairs.first(where: { $0.key == spec.key }) {
                 optionMarks[spec.key] = keyMark
                 if let v = convert(value, to: spec.type, directory: directory, key: "stage \"\(name)\": option `\(spec.key)`", errors: &errors) {
+                    checkRange(v, of: spec, at: value.mark, stage: name, errors: &errors)
                     values[spec.key] = v
-                    optionText[spec.key] = spec.secret ? "<secret>" : v.description
+                    if spec.secret {
+                        optionText[spec.key] = "<secret>"
+                    } else if case .map(let m) = v {
+                        optionText[spec.key] = OptionValue.map(KafkaConfig.redacted(m)).description
+                    } else {
+                        optionText[spec.key] = v.description
+                    }
                 }
             } else if let d = spec.defaultValue {
                 values[spec.key] = d
@@ -463,6 +523,7 @@ public enum ConfigLoader {
                 }
             }
         }
+        checkSameOptions(stages, errors: &errors)
     }
 
     /// Flags keys outside `allowed`, with a suggestion.
@@ -530,12 +591,25 @@ public enum ConfigLoader {
         case .stringMap:
             guard case .mapping(let pairs, _) = node else { return fail("a mapping") }
             var map: [String: String] = [:]
-            for (k, _, v) in pairs {
+            var fromFiles: [String: SourceMark] = [:]
+            for (k, keyMark, v) in pairs {
+                // `<secret key>_file: PATH` (e.g. sasl.password_file): the secret is the file's content.
+                if k.hasSuffix(secretFileSuffix), KafkaConfig.isSecret(String(k.dropLast(secretFileSuffix.count))) {
+                    let base = String(k.dropLast(secretFileSuffix.count))
+                    if let secret = readSecretFile(v, directory: directory, key: "\(key).\(k)", errors: &errors) {
+                        map[base] = secret
+                        fromFiles[base] = keyMark
+                    }
+                    continue
+                }
                 guard case .scalar(let s, _, _) = v else {
                     errors.append(ConfigDiagnostic(v.mark, "\(key).\(k): expected a scalar, found \(v.kindName)"))
                     continue
                 }
                 map[k] = s
+            }
+            for (base, mark) in fromFiles.sorted(by: { $0.key < $1.key }) where pairs.contains(where: { $0.key == base }) {
+                errors.append(ConfigDiagnostic(mark, "\(key): give `\(base)` or `\(base)\(secretFileSuffix)`, not both"))
             }
             return .map(map)
         }

@@ -12,6 +12,8 @@ public struct RunSummary: Sendable {
         public var counters: [String: Int]
         public var seconds: Double
         public var error: String?
+        /// The per-window summary columns the stage's type declares.
+        public var columns: [SummaryColumn] = []
     }
 
     public var stages: [StageReport]
@@ -28,6 +30,7 @@ public struct RunSummary: Sendable {
                 stages[i].seconds += report.seconds
                 stages[i].type = report.type
                 stages[i].error = report.error ?? stages[i].error
+                stages[i].columns = report.columns
             } else {
                 stages.append(report)
             }
@@ -66,30 +69,35 @@ public struct RunSummary: Sendable {
         let windowKinds: [MessageKind] = [.series, .size, .parameters, .alert, .stat, .sample, .model]
         let present = windowKinds.filter { !perWindow($0).isEmpty }
         let windows = Set(present.flatMap { perWindow($0).keys }).sorted()
-        // Accuracy per window, from the predictors' `are<T_obs>_{median,mean,within20}_milli` counters.
-        var accuracy: [Int: [String: Int]] = [:]
+        // Columns the stage types declare (e.g. the predictor's ARE per window), with a value
+        // for at least one window.
+        var columns: [SummaryColumn] = []
+        var values: [SummaryColumn: [Int: Int]] = [:]
         for s in stages {
-            for (key, value) in s.counters where key.hasPrefix("are") && key.hasSuffix("_milli") {
-                let parts = key.dropFirst(3).dropLast(6).split(separator: "_", maxSplits: 1)
-                if parts.count == 2, let w = Int(parts[0]) { accuracy[w, default: [:]][String(parts[1])] = value }
+            for column in s.columns {
+                for (key, value) in s.counters {
+                    if let w = column.window(of: key) { values[column, default: [:]][w] = value }
+                }
+                if values[column] != nil && !columns.contains(column) { columns.append(column) }
             }
         }
-        func milli(_ w: Int, _ name: String, percent: Bool = false) -> String {
-            guard let v = accuracy[w]?[name] else { return "-" }
-            return percent ? "\(Double(v) / 10)%" : "\(Double(v) / 1000)"
-        }
         if !windows.isEmpty {
-            let are = !accuracy.isEmpty
+            let last = columns.last
             lines.append(pad("T_obs", 8) + present.map { pad(header($0), 12) }.joined()
-                         + (are ? pad("median ARE", 12) + pad("mean ARE", 12) + "within 20%" : ""))
+                         + columns.map { $0 == last ? $0.header : pad($0.header, 12) }.joined())
             for w in windows {
                 lines.append(pad("\(w)", 8) + present.map { pad("\(perWindow($0)[w] ?? 0)", 12) }.joined()
-                             + (are ? pad(milli(w, "median"), 12) + pad(milli(w, "mean"), 12) + milli(w, "within20", percent: true) : ""))
+                             + columns.map { c in
+                                 let text = values[c]?[w].map(c.text) ?? "-"
+                                 return c == last ? text : pad(text, 12)
+                             }.joined())
             }
         }
         lines.append(pad("stage", 14) + pad("type", 12) + pad("seconds", 10) + "counters")
         for s in stages {
-            let plain = s.counters.filter { !$0.key.hasPrefix("rejected.") && !($0.key.hasPrefix("are") && $0.key.hasSuffix("_milli")) }
+            let plain = s.counters.filter { counter in
+                !counter.key.hasPrefix("rejected.") && !s.columns.contains { $0.window(of: counter.key) != nil }
+            }
             let text = plain.keys.sorted().map { "\($0)=\(plain[$0]!)" }.joined(separator: " ")
             lines.append(pad(s.name, 14) + pad(s.type, 12) + pad(format(s.seconds), 10) + text)
         }
@@ -132,12 +140,13 @@ public struct PipelineStatus: Sendable {
     public var stages: Int
     /// Tweets sent on every stream so far.
     public var events: Int
-    /// Cascades open in the collectors (their `open_cascades` gauge).
-    public var openCascades: Int
     /// Stages that failed.
     public var failedStages: [String]
     /// Ongoing conditions reported by stages ("<stage>: <text> for <n> s"), e.g. a broker down.
     public var troubles: [String] = []
+    /// The status gauges the stage types declare, summed over stages: (text, sum), e.g.
+    /// ("open cascades", 12), in the order first declared.
+    public var gauges: [(text: String, value: Int)] = []
 }
 
 /// What the metrics see of one stage of a running pipeline.
@@ -186,22 +195,30 @@ public final class Pipeline: Sendable {
         live.withLock { l in
             var events = 0
             for s in l.streams.values { events += s.stats.snapshot.byKind[.tweet] ?? 0 }
-            var open = 0
-            for c in l.contexts where c.type == "collector" {
-                open += c.counters.gauge("open_cascades") ?? 0
+            var gauges: [(text: String, value: Int)] = []
+            for (c, stage) in zip(l.contexts, config.stages) {
+                for declared in stage.descriptor.statusGauges {
+                    let value = c.counters.gauge(declared.gauge) ?? 0
+                    if let i = gauges.firstIndex(where: { $0.text == declared.text }) {
+                        gauges[i].value += value
+                    } else {
+                        gauges.append((declared.text, value))
+                    }
+                }
             }
             let troubles = l.contexts.compactMap { c in
                 c.currentTrouble.map { "\(c.name): \($0.text) for \(Int($0.duration.components.seconds)) s" }
             }
-            return PipelineStatus(stages: l.contexts.count, events: events, openCascades: open, failedStages: l.failed,
-                                  troubles: troubles)
+            return PipelineStatus(stages: l.contexts.count, events: events, failedStages: l.failed,
+                                  troubles: troubles, gauges: gauges)
         }
     }
 
     /// Runs every stage until all have returned (finite sources) or `stop` is requested and the
     /// pipeline has drained. Stage failures are logged and reported in the summary; the other
-    /// stages are asked to stop and drain. `onStarted` is called once every stage's task runs.
-    public func run(stop: StopSignal, onStarted: @Sendable () -> Void = {}) async -> RunSummary {
+    /// stages are asked to stop and drain. `onStarted` is called once every stage has started
+    /// (its `run` was entered). The progress lines are a child task, ended with the stages.
+    public func run(stop: StopSignal, onStarted: @escaping @Sendable () -> Void = {}) async -> RunSummary {
         let clock = ContinuousClock()
         let start = clock.now
 
@@ -220,7 +237,8 @@ public final class Pipeline: Sendable {
         let metrics = self.metrics
         func stream(_ name: String) -> MessageStream {
             if let s = streams[name] { return s }
-            let s = MessageStream(name: name, observer: observed.contains(name) ? metrics?.observer(stream: name) : nil)
+            let s = MessageStream(name: name, observer: combinedObserver(
+                observed.contains(name) ? metrics?.observer(stream: name) : nil, TapHub.shared.observer(stream: name)))
             streams[name] = s
             return s
         }
@@ -252,17 +270,26 @@ public final class Pipeline: Sendable {
         let allStreams = streams
         live.withLock { $0 = (allStreams, contexts.map(\.1), [], []) }
         metrics?.pipelineStarted(self)
+        DaemonHealth.shared.pipelineWired(self)
+        defer { DaemonHealth.shared.pipelineEnded(self) }
         logger.info("pipeline starting", metadata: [
             "stages": .string(config.stages.map { "\($0.name)(\($0.type))" }.joined(separator: ",")),
             "streams": .string(allStreams.keys.sorted().joined(separator: ",")),
         ])
 
         let reports = Reports()
-        let progress = progressTask(streams: allStreams, contexts: contexts.map(\.1))
         let wired = contexts
-        await withTaskGroup(of: Void.self) { group in
+        let started = StartedStages()
+        let progressInterval = config.settings.progressInterval
+        let shutdownTimeout = config.settings.shutdownTimeout
+        let logger = self.logger
+        await withTaskGroup(of: Bool.self) { group in
             for (stage, context) in wired {
                 group.addTask {
+                    if started.one() == wired.count {
+                        DaemonHealth.shared.pipelineStarted(self)
+                        onStarted()
+                    }
                     let began = clock.now
                     var failure: String?
                     do {
@@ -271,38 +298,50 @@ public final class Pipeline: Sendable {
                         failure = "\(error)"
                         context.logger.error("stage failed: \(error)")
                         self.live.withLock { $0.failed.append(stage.name) }
+                        // The others stop and drain, within the shutdown timeout.
+                        stop.setDeadline(in: .milliseconds(Int64(shutdownTimeout * 1000)))
                         stop.request()
                     }
-                    for output in context.allOutputs { output.finish() }
+                    // A failed stage's outputs end as failed: downstream stages must not take
+                    // what they hold from it as complete (the collector drops its open cascades).
+                    for output in context.allOutputs { if failure == nil { output.finish() } else { output.fail() } }
                     for (_, input) in context.allInputs { input.detach() }
                     self.live.withLock { _ = $0.finished.insert(stage.name) }
                     let seconds = (clock.now - began).seconds
                     reports.withLock {
                         $0[stage.name] = RunSummary.StageReport(name: stage.name, type: stage.type,
                                                                 counters: context.counters.snapshot,
-                                                                seconds: seconds, error: failure)
+                                                                seconds: seconds, error: failure,
+                                                                columns: stage.descriptor.summaryColumns)
                     }
                     context.logger.debug("stage finished", metadata: ["seconds": .string("\(seconds)")])
+                    return true
                 }
             }
-            onStarted()
+            if progressInterval > 0 && !wired.isEmpty {
+                group.addTask {
+                    await Self.progressLines(every: progressInterval, streams: allStreams, logger: logger)
+                    return false
+                }
+            }
+            var finished = 0
+            for await isStage in group where isStage {
+                finished += 1
+                if finished == wired.count { group.cancelAll() }
+            }
         }
-        progress?.cancel()
         let byName = reports.withLock { $0 }
         return RunSummary(stages: config.stages.compactMap { byName[$0.name] },
                           streams: allStreams.mapValues { $0.stats.snapshot },
                           seconds: (clock.now - start).seconds)
     }
 
-    private func progressTask(streams: [String: MessageStream], contexts: [StageContext]) -> Task<Void, Never>? {
-        let interval = config.settings.progressInterval
-        guard interval > 0 else { return nil }
-        let logger = self.logger
-        return Task {
+    /// Logs a progress line every `interval` seconds until cancelled.
+    private static func progressLines(every interval: Double, streams: [String: MessageStream], logger: Logger) async {
+        do {
             var last = 0
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
-                if Task.isCancelled { break }
+                try await Task.sleep(for: .milliseconds(Int(interval * 1000)))
                 var kinds: [MessageKind: Int] = [:]
                 for s in streams.values { for (k, n) in s.stats.snapshot.byKind { kinds[k, default: 0] += n } }
                 let events = kinds[.tweet] ?? 0
@@ -312,8 +351,26 @@ public final class Pipeline: Sendable {
                 for (k, n) in kinds where k != .tweet { md[k.rawValue] = .string("\(n)") }
                 logger.info("progress", metadata: md)
             }
+        } catch {
+            // Cancelled: the stages have finished.
         }
     }
+}
+
+/// Counts the stages whose task has started.
+private final class StartedStages: Sendable {
+    private let count = Atomic<Int>(0)
+    /// Counts one more; returns the count.
+    func one() -> Int { count.add(1, ordering: .acquiringAndReleasing).newValue }
+}
+
+/// Both observers of a stream (metrics, tap), either possibly nil.
+private func combinedObserver(_ a: (@Sendable ([Message]) -> Void)?, _ b: (@Sendable ([Message]) -> Void)?)
+    -> (@Sendable ([Message]) -> Void)?
+{
+    guard let a else { return b }
+    guard let b else { return a }
+    return { batch in a(batch); b(batch) }
 }
 
 /// Stage reports, filled as stages finish.

@@ -85,6 +85,9 @@ public final class StageRegistry: @unchecked Sendable {
                 "plugin \(file): stage type \"\(descriptor.type)\" is already registered by \(existing.file); remove one of the two plugins")])
         }
         entries[descriptor.type] = (descriptor, file)
+        for metric in descriptor.metrics {
+            TweetoscopeMetrics.describe(metric.name, help: metric.help, buckets: metric.buckets)
+        }
     }
 
     /// Loads plugins from `directory`: the ones in `names` (each must exist) or every plugin file.

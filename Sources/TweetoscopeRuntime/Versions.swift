@@ -1,12 +1,12 @@
 // Versions of the system libraries the daemon runs with (printed by `tweetoscoped version`).
-import CRdKafka
 import CSystemd
+import TweetoscopeKafka
 
 /// The daemon's version.
 public let tweetoscopeVersion = "0.1.0"
 
 /// The librdkafka version in use, e.g. "2.0.2".
-public var librdkafkaVersion: String { String(cString: rd_kafka_version_str()) }
+public var librdkafkaVersion: String { KafkaLibrary.version }
 
 /// The libsystemd in use, as its shared object's versioned file name, e.g.
 /// "libsystemd.so.0.35.0" (libsystemd has no version function; the mapped file is read from

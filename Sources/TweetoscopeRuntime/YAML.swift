@@ -54,7 +54,8 @@ public let maxYAMLNodes = 100_000
 
 /// Parses YAML text into a node tree with libyaml. An empty document gives nil.
 ///
-/// - Throws: `YAMLSyntaxError` at the position libyaml reports; also for aliases nested deeper
+/// - Throws: `YAMLSyntaxError` at the position libyaml reports; for a second document or nesting
+///   deeper than ``maxYAMLDepth`` (``checkYAMLStructure(_:file:)``); also for aliases nested deeper
 ///   than 64 levels (libyaml resolves aliases to shared nodes, so a cycle guard is needed), and
 ///   for documents of more than ``maxYAMLNodes`` nodes after alias expansion.
 public func parseYAML(_ text: String, file: String) throws -> YAMLNode? {
@@ -64,6 +65,7 @@ public func parseYAML(_ text: String, file: String) throws -> YAMLNode? {
     }
     defer { yaml_parser_delete(&parser) }
     let bytes = Array(text.utf8)
+    try checkYAMLStructure(bytes, file: file)  // one document, bounded depth (YAMLChecks.swift)
     var document = yaml_document_t()
     let loaded = bytes.withUnsafeBufferPointer { buffer -> Int32 in
         yaml_parser_set_input_string(&parser, buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!, buffer.count)

@@ -1,5 +1,6 @@
-// The `tweetoscoped` command line: run (default), validate, plugins, version.
+// The `tweetoscoped` command line: run (default), validate, graph, tap, plugins, top, version.
 import ArgumentParser
+import CEarlySignals
 import Glibc
 import TweetoscopeCore
 import TweetoscopeRuntime
@@ -9,11 +10,15 @@ import TweetoscopeRuntime
 let exitConfigError: Int32 = 78
 
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Configuration file.")
-    var config = "/etc/tweetoscope.yaml"
+    @Option(name: .shortAndLong,
+            help: ArgumentHelp("Configuration file, or directory of *.yaml files read in lexical order (repeatable; default: /etc/tweetoscope.yaml and /etc/tweetoscope.d/*.yaml).",
+                               valueName: "path"))
+    var config: [String] = []
 
     @Option(help: "Plugin directory (overrides the configuration's plugin_dir).")
     var pluginDir: String?
+
+    var sources: ConfigSources { ConfigSources(paths: config) }
 }
 
 @main
@@ -23,17 +28,34 @@ struct Tweetoscoped: AsyncParsableCommand {
         abstract: "Predicts in real time which tweets will go viral: a Tweetoscope pipeline daemon.",
         discussion: "The pipeline (sources, collector, estimator, predictor, learner, sinks) is described in a YAML file, /etc/tweetoscope.yaml by default.",
         version: tweetoscopeVersion,
-        subcommands: [Run.self, Validate.self, Plugins.self, Top.self, Version.self],
+        subcommands: [Run.self, Validate.self, Graph.self, Tap.self, Plugins.self, Top.self, Version.self],
         defaultSubcommand: Run.self)
+
+    /// SIGHUP, SIGINT and SIGTERM are blocked before this runs (CEarlySignals); `run` handles
+    /// them once its services start, the other commands get the default actions back.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if !(command is Run) { tweetoscope_unblock_stop_signals() }
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if !(error is ExitCode) { tweetoscope_unblock_stop_signals() }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Loads the configuration, printing every error and exiting with 78 when it is invalid.
 func loadOrExit(_ options: ConfigOptions) throws -> PipelineConfig {
     do {
-        return try ConfigLoader.load(path: options.config, pluginDirectory: options.pluginDir).0
+        return try ConfigLoader.load(sources: options.sources, pluginDirectory: options.pluginDir).0
     } catch let errors as ConfigErrors {
         for d in errors.diagnostics { writeStandardError("\(d)\n") }
-        writeStandardError("tweetoscoped: \(options.config): \(errors.diagnostics.count) error(s)\n")
+        writeStandardError("tweetoscoped: \(options.sources): \(errors.diagnostics.count) error(s)\n")
         throw ExitCode(exitConfigError)
     }
 }
@@ -49,11 +71,8 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         // The metrics backend must be installed before the stages are built (validation builds
         // them): a quick look at the daemon settings first.
-        if let text = try? ConfigLoader.read(options.config) {
-            var ignored: [ConfigDiagnostic] = []
-            if ConfigLoader.parseSettings(text, file: options.config, errors: &ignored).0.metrics != nil {
-                TweetoscopeMetrics.bootstrap()
-            }
+        if ConfigLoader.peekSettings(options.sources)?.metrics != nil {
+            TweetoscopeMetrics.bootstrap()
         }
         let config = try loadOrExit(options)
         var level = config.settings.logLevel
@@ -65,12 +84,14 @@ struct Run: AsyncParsableCommand {
         }
         let chosen = level
         let journal = standardErrorIsJournal()
+        let format = config.settings.logFormat
         LoggingSystem.bootstrap { label in
-            journal ? JournaldLogHandler(label: label, level: chosen) as any LogHandler
+            if format == .json { return JSONLogHandler(label: label, level: chosen) }
+            return journal ? JournaldLogHandler(label: label, level: chosen) as any LogHandler
                 : StderrLogHandler(label: label, level: chosen)
         }
         let logger = Logger(label: "tweetoscoped")
-        logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(options.config)])
+        logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(config.file)])
         var metrics: RuntimeMetrics?
         var server: MetricsServer?
         if let settings = config.settings.metrics {
@@ -81,10 +102,9 @@ struct Run: AsyncParsableCommand {
                 throw ExitCode.failure
             }
         }
-        let daemon = Daemon(configPath: options.config, pluginDirectory: options.pluginDir, logger: logger,
+        let daemon = Daemon(sources: options.sources, pluginDirectory: options.pluginDir, logger: logger,
                             metrics: metrics, metricsSettings: config.settings.metrics)
-        let summary = await daemon.run(config)
-        await server?.stop()
+        let summary = await daemon.run(config, metricsServer: server)
         print(summary.table())
         if !summary.succeeded { throw ExitCode.failure }
     }
@@ -98,7 +118,7 @@ struct Validate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try loadOrExit(options)
-        print("\(options.config): valid (\(config.stages.count) stage\(config.stages.count == 1 ? "" : "s"): \(config.stages.map(\.name).joined(separator: ", ")))")
+        print("\(config.file): valid (\(config.stages.count) stage\(config.stages.count == 1 ? "" : "s"): \(config.stages.map(\.name).joined(separator: ", ")))")
     }
 }
 
@@ -109,9 +129,8 @@ struct Plugins: AsyncParsableCommand {
 
     func run() async throws {
         var directory = options.pluginDir
-        if directory == nil, let text = try? ConfigLoader.read(options.config) {
-            var ignored: [ConfigDiagnostic] = []
-            directory = ConfigLoader.parseSettings(text, file: options.config, errors: &ignored).0.pluginDirectory
+        if directory == nil {
+            directory = ConfigLoader.peekSettings(options.sources)?.pluginDirectory
         }
         let dir = directory ?? PluginLoader.defaultDirectory()
         let registry = StageRegistry()
@@ -198,6 +217,79 @@ struct Top: AsyncParsableCommand {
             try await TopCommand.run(options)
         } catch let error as TopError {
             writeStandardError("tweetoscoped top: \(error)\n")
+            throw ExitCode.failure
+        }
+    }
+}
+
+struct Graph: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the pipeline as a Graphviz DOT digraph (stages, streams, Kafka topics).",
+        discussion: "Validates the configuration first. Render it with: tweetoscoped graph | dot -Tsvg > pipeline.svg")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try loadOrExit(options)
+        print(PipelineGraph.dot(config), terminator: "")
+    }
+}
+
+struct Tap: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the messages flowing on streams of a running daemon, as JSON lines.",
+        discussion: """
+            Read-only. The daemon must run with `tap: true` in its `metrics` section (a loopback \
+            listen address); the address is read from the configuration unless --address is given. \
+            Each line is {"stream": NAME, "message": MESSAGE} (MESSAGE in the wire format). A tap \
+            that reads too slowly never slows the pipeline: the daemon drops messages for it and \
+            says how many (on stderr here). Stops after --limit messages, or when the daemon stops.
+            """)
+
+    @Argument(help: "Stream names (see `tweetoscoped graph`).")
+    var streams: [String]
+
+    @Option(help: "Stop after this many messages (0: no limit).")
+    var limit = 0
+
+    @Option(help: "The metrics listener, host:port (default: the configuration's metrics.listen).")
+    var address: String?
+
+    @OptionGroup var options: ConfigOptions
+
+    func validate() throws {
+        guard !streams.isEmpty else { throw ValidationError("give at least one stream name") }
+        guard limit >= 0 else { throw ValidationError("--limit must be >= 0") }
+    }
+
+    func run() async throws {
+        let host: String
+        let port: Int
+        if let address {
+            guard let parsed = MetricsSettings.parseListen(address) else {
+                throw ValidationError("--address: expected host:port, found \(address)")
+            }
+            (host, port) = parsed
+        } else {
+            guard let settings = ConfigLoader.peekSettings(options.sources)?.metrics else {
+                writeStandardError("tweetoscoped tap: \(options.sources) has no `metrics` section (with `tap: true`); pass --address host:port\n")
+                throw ExitCode.failure
+            }
+            (host, port) = (settings.host == "0.0.0.0" ? "127.0.0.1" : settings.host, settings.port)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            var count = 0
+            let dropped = try TapClient.run(host: host, port: port, streams: streams, limit: limit, line: { line in
+                print(line)
+                fflush(nil)
+                count += 1
+            }, dropped: { n in
+                writeStandardError("tweetoscoped tap: \(n) messages dropped (this tap read too slowly; the pipeline did not wait)\n")
+            })
+            writeStandardError("tweetoscoped tap: \(count) messages\(dropped > 0 ? ", \(dropped) dropped" : "")\n")
+        } catch let error as TapError {
+            writeStandardError("tweetoscoped tap: \(error)\n")
             throw ExitCode.failure
         }
     }

@@ -179,6 +179,26 @@ import TweetoscopeCore
         ])
     }
 
+    /// Issue 16 (5): an input cut by a failed source (a truncated file) does not end the open
+    /// cascades: they are dropped, counted `cascades_incomplete`, and no size or unsettled series
+    /// is sent for them. Cascade 1 ends by termination (t=2 + 30 < 40) before the cut and keeps
+    /// its output; cascades 2 and 3 are open at the cut.
+    @Test func failedSourceDropsOpenCascadesInsteadOfFlushingThem() async throws {
+        let batch = [
+            Self.tweet(5, 1, 0, m: 3), Self.retweet(5, 1, 2, m: 5),
+            Self.tweet(5, 2, 40, m: 4), Self.tweet(5, 3, 41, m: 6), Self.retweet(5, 3, 45, m: 1),
+        ]
+        let r = try await runStageCapturingFailure(
+            "collector", plugin: "collector",
+            options: ["windows": .list([.int(10), .int(20)]), "terminated": .int(30), "min_cascade_size": .int(1)],
+            inputs: ["tweets": [batch]], failedInputs: ["tweets"], outputs: ["series", "sizes"])
+        #expect(r.error == nil)
+        #expect(r.outputs["series"] == [Self.series(1, 10, [0, 2], [3, 5]), Self.series(1, 20, [0, 2], [3, 5])])
+        #expect(r.outputs["sizes"] == [Self.size(1, 10, 2, 2), Self.size(1, 20, 2, 2)])
+        #expect(r.counters["cascades_incomplete"] == 2)
+        #expect(r.counters["cascades_ended"] == 1)
+    }
+
     /// Several cascades end on one event: the order is by last event, not by creation.
     @Test func endingOrderIsOldestLastEventFirst() async throws {
         let r = try await Self.collect([[

@@ -343,6 +343,69 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
         #expect(Set(out.map(\.cascade)).count == 25)
     }
 
+    /// Issue 16 (5): a truncated gzip file fails the source, but only after every whole line read
+    /// before the cut has been sent. The expected count comes from /bin/gzip's own decompression
+    /// of the cut file (its whole lines).
+    @Test func truncatedGzipJSONLinesDeliversTheLinesBeforeTheError() async throws {
+        let files = Scratch()
+        defer { files.remove() }
+        var text = ""
+        for i in 0..<20_000 {
+            text += #"{"type": "retweet", "t": \#(i), "m": \#(i % 97), "tweet_id": \#(i % 13), "source": 1}"# + "\n"
+        }
+        _ = files.write("tweets.jsonl", text)
+        let packed = files.gzip("tweets.jsonl")
+        #expect(spawn(["sh", "-c", "size=$(stat -c %s '\(packed)'); truncate -s $((size * 2 / 3)) '\(packed)'"]) == 0)
+        _ = spawn(["sh", "-c", "gzip -dc '\(packed)' > '\(files.dir)/readable' 2>/dev/null"])
+        let readable = try #require(fopen(files.dir + "/readable", "r"))
+        var wholeLines = 0
+        while true { let c = fgetc(readable); if c == EOF { break }; if c == 0x0A { wholeLines += 1 } }
+        fclose(readable)
+        #expect(wholeLines > 4096 && wholeLines < 20_000)
+
+        let r = try await runStageCapturingFailure("jsonl", plugin: "replay", options: ["path": .string(packed)],
+                                                   outputs: ["tweets"])
+        let error = try #require(r.error)
+        #expect("\(error)".contains(packed))
+        let out = tweets(r.outputs["tweets"])
+        #expect(out.count == wholeLines)
+        #expect(r.counters["events"] == wholeLines)
+        #expect(out.map(\.time) == (0..<wholeLines).map(Double.init))
+    }
+
+    /// Issue 16 (5): a truncated gzip long-format file replays the whole cascades read before the
+    /// cut (the cascade the cut falls in is dropped, counted `events_cut`), then fails.
+    @Test func truncatedGzipReplayKeepsTheWholeCascadesBeforeTheError() async throws {
+        let files = Scratch()
+        defer { files.remove() }
+        var text = "cascade,t,m\n"
+        for c in 1...400 { for k in 0..<50 { text += "\(c),\(k * 7 + c % 5),\(100 + (c * k) % 89)\n" } }
+        _ = files.write("long.csv", text)
+        let packed = files.gzip("long.csv")
+        #expect(spawn(["sh", "-c", "size=$(stat -c %s '\(packed)'); truncate -s $((size / 2)) '\(packed)'"]) == 0)
+        _ = spawn(["sh", "-c", "gzip -dc '\(packed)' > '\(files.dir)/readable' 2>/dev/null"])
+        let readable = try #require(fopen(files.dir + "/readable", "r"))
+        var bytes: [UInt8] = []
+        while true { let c = fgetc(readable); if c == EOF { break }; bytes.append(UInt8(c)) }
+        fclose(readable)
+        // Whole lines after the header, by cascade; the last cascade seen was cut.
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let whole = lines.dropFirst().dropLast()  // the last element is the partial line (or "")
+        let ids = whole.map { Int($0.split(separator: ",")[0])! }
+        let cut = ids.last!
+        let keptCascades = Set(ids).subtracting([cut])
+        #expect(keptCascades.count > 10 && keptCascades.count < 399)
+
+        let r = try await runStageCapturingFailure("replay", plugin: "replay",
+                                                   options: ["path": .string(packed), "sources": .int(2)],
+                                                   outputs: ["tweets"])
+        #expect(r.error != nil)
+        let out = tweets(r.outputs["tweets"])
+        #expect(Set(out.map(\.cascade)) == Set(keptCascades.map { CascadeID($0) }))
+        #expect(out.count == keptCascades.count * 50)
+        #expect(r.counters["events_cut"] == ids.filter { $0 == cut }.count)
+    }
+
     @Test func jsonLinesSourceReadsGoodLinesAndCountsBadOnes() async throws {
         let files = Scratch()
         defer { files.remove() }

@@ -59,6 +59,19 @@ func runStage(_ type: String, plugin: String, options given: [String: OptionValu
               stop: StopSignal = StopSignal()) async throws
     -> (outputs: [String: [Message]], counters: [String: Int])
 {
+    let r = try await runStageCapturingFailure(type, plugin: plugin, options: given, inputs: inputs, outputs: outputs, stop: stop)
+    if let error = r.error { throw error }
+    return (r.outputs, r.counters)
+}
+
+/// Like ``runStage``, but a stage whose `run` throws still gives what it sent before (its outputs
+/// then end as failed, as the runtime ends them), with the error. Inputs whose port is in
+/// `failedInputs` end as if their producer had failed (``StageOutput/fail()``).
+func runStageCapturingFailure(_ type: String, plugin: String, options given: [String: OptionValue] = [:],
+                              inputs: [String: [[Message]]] = [:], failedInputs: Set<String> = [],
+                              outputs: [String], stop: StopSignal = StopSignal()) async throws
+    -> (outputs: [String: [Message]], counters: [String: Int], error: (any Error)?)
+{
     let d = try stageDescriptor(type, plugin: plugin)
     let stage = try d.make(type, options(d, given))
     var inputStreams: [String: MessageStream] = [:]
@@ -85,11 +98,15 @@ func runStage(_ type: String, plugin: String, options given: [String: OptionValu
         let feeder = feeders[port]!
         return Task {
             for batch in batches { await feeder.send(batch) }
-            feeder.finish()
+            if failedInputs.contains(port) { feeder.fail() } else { feeder.finish() }
         }
     }
-    try await stage.run(context)
-    for o in stageOutputs.values { o.finish() }
+    var failure: (any Error)?
+    do { try await stage.run(context) } catch {
+        failure = error
+        for (_, input) in context.allInputs { input.detach() }  // as the runtime does
+    }
+    for o in stageOutputs.values { if failure == nil { o.finish() } else { o.fail() } }
     for task in feederTasks { await task.value }
     var result: [String: [Message]] = [:]
     for (port, input) in collectors {
@@ -97,5 +114,5 @@ func runStage(_ type: String, plugin: String, options given: [String: OptionValu
         while let batch = await input.next() { all += batch }
         result[port] = all
     }
-    return (result, counters.snapshot)
+    return (result, counters.snapshot, failure)
 }

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, unavailable
 from test_kafka import CLIENT_CONFIG, Broker, PrivateBroker, ck, counter, tweetoscoped  # noqa: F401 (fixtures)
 
 SEISMIC = SHARED / "data" / "real" / "seismic.csv.gz"
@@ -400,7 +400,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(ck, tweetoscoped, tmp_path_factory):
     if not SEISMIC.exists():
-        pytest.skip(f"{SEISMIC} not found")
+        unavailable(f"{SEISMIC} not found (the shared data must sit beside the clone)")
     module_began = time.monotonic()
     tmp = tmp_path_factory.mktemp("crash")
     private = CrashBroker(ck, tmp)

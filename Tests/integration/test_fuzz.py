@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, unavailable
 
 
 def test_fuzz_targets_do_not_crash(daemon):
     if shutil.which("swiftc") is None:
-        pytest.skip("swiftc is not on PATH")
+        unavailable("swiftc is not on PATH")
     build = daemon.resolve().parent
     env = dict(os.environ, TWEETOSCOPE_BUILD=str(build))
     r = subprocess.run([str(ROOT / "scripts" / "fuzz"), "10"], cwd=ROOT, env=env,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, unavailable
 
 # The course's topics (spec §1). Alerts, stats, samples and models join the checks below once
 # the predictor and learner stages exist.
@@ -59,7 +59,7 @@ def ck():
         r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "confluent-kafka"],
                            capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
-            pytest.skip(f"cannot install confluent-kafka: {r.stderr.strip()[-500:]}")
+            unavailable(f"cannot install confluent-kafka: {r.stderr.strip()[-500:]}")
         import confluent_kafka
     return confluent_kafka
 
@@ -146,16 +146,17 @@ class Broker:
 
 @pytest.fixture(scope="session")
 def broker(ck, tmp_path_factory):
-    """A fresh noida-db broker on a free port for the session (skips if it cannot start)."""
+    """A fresh noida-db broker on a free port for the session (skips if it cannot start; fails
+    under CI=true). The start waits up to KAFKA_BROKER_WAIT seconds (scripts/kafka-broker)."""
     port = _free_port()
     env = dict(os.environ, TMPDIR=str(tmp_path_factory.mktemp("broker")), PYTHON=sys.executable)
     script = ROOT / "scripts" / "kafka-broker"
     try:
         r = subprocess.run([str(script), "start", str(port)], env=env, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"the test broker did not start: {e}")
+        unavailable(f"the test broker did not start: {e}")
     if r.returncode != 0:
-        pytest.skip(f"the test broker did not start: {r.stderr.strip()[-800:]}")
+        unavailable(f"the test broker did not start: {r.stderr.strip()[-800:]}")
     bootstrap = re.search(r"BOOTSTRAP=(\S+)", r.stdout).group(1)
     yield Broker(ck, bootstrap)
     subprocess.run([str(script), "stop", str(port)], env=env, capture_output=True, timeout=60)
@@ -565,6 +566,58 @@ stages:
     assert broker.lag("bad", topics["tweets"]) == 0, "skipped records are committed too"
 
 
+def _read_topic(tweetoscoped, broker, topic, group, tmp_path, name, **options):
+    """Runs kafka_source (stop_at_end) -> file sink on `topic`; returns (CompletedProcess, lines)."""
+    out = tmp_path / name
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"""
+plugins: [kafka, file]
+progress_interval: 0
+stages:
+  source:
+    type: kafka_source
+{kafka_options(broker, topic, group=group, stop_at_end=True, **options)}
+    outputs: {{ messages: props }}
+  sink:
+    type: file
+    inputs: {{ streams: [props] }}
+    directory: {out}
+""")
+    r = run(tweetoscoped, "run", "--config", cfg, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r, (out / "props.jsonl").read_text().splitlines()
+
+
+def test_deduplicate_drops_window_keyed_records_delivered_again(broker, tweetoscoped, tmp_path):
+    """README `deduplicate`: a size delivered again (a crash upstream) is dropped and counted
+    `duplicates`; with deduplicate 0 every record is kept."""
+    topics = broker.course_topics("dedup")
+    size = lambda cid, n: f'{{"type": "size", "cid": {cid}, "T_obs": 600, "n_tot": {n}, "t_end": 99}}'.encode()
+    # One key: one partition, so the order is the production order.
+    broker.produce(topics["cascade_properties"], [(b"600", size(1, 12)), (b"600", size(2, 30)),
+                                                  (b"600", size(1, 12)), (b"600", size(3, 11))])
+    r, lines = _read_topic(tweetoscoped, broker, topics["cascade_properties"], "dedup", tmp_path, "dedup")
+    assert [json.loads(l)["cid"] for l in lines] == [1, 2, 3]
+    assert counter(r.stdout, "duplicates") == 1, r.stdout
+    r, lines = _read_topic(tweetoscoped, broker, topics["cascade_properties"], "keep-all", tmp_path, "keep",
+                           deduplicate=0)
+    assert [json.loads(l)["cid"] for l in lines] == [1, 2, 1, 3]
+    assert counter(r.stdout, "duplicates") == 0
+
+
+def test_start_latest_skips_what_the_topic_held_before(broker, tweetoscoped, tmp_path):
+    """README `start`: a group without committed offsets starting at `latest` does not read the
+    records already in the topic; at `earliest` (the default) it reads them all."""
+    topics = broker.course_topics("latest")
+    size = lambda cid: f'{{"type": "size", "cid": {cid}, "T_obs": 600, "n_tot": 10, "t_end": 9}}'.encode()
+    broker.produce(topics["cascade_properties"], [(b"600", size(c)) for c in range(5)])
+    _, lines = _read_topic(tweetoscoped, broker, topics["cascade_properties"], "late-group", tmp_path, "latest",
+                           start="latest")
+    assert lines == []
+    _, lines = _read_topic(tweetoscoped, broker, topics["cascade_properties"], "early-group", tmp_path, "earliest")
+    assert sorted(json.loads(l)["cid"] for l in lines) == list(range(5))
+
+
 class PrivateBroker:
     """A broker of one test, on its own port and data directory, that the test stops and
     restarts with its data (topics, records and committed offsets survive). It is stopped with
@@ -623,6 +676,10 @@ stages:
         assert "delivery_failed" not in out, out
         assert re.search(r"WARNING \[sink\] kafka", err), err[-3000:]
         assert "kafka_error." in out, out
+        # What the broker holds now: every record was acknowledged to the sink, so a record
+        # missing here was lost by the broker itself (noida-db loses records it acknowledges
+        # while it saves on a stop), not by the daemon.
+        held_after_produce = {v.decode() for _, _, _, v in b.consume_all(topic)}
 
         # The source starts while the broker is down, waits for it and reads everything.
         private.stop()
@@ -661,12 +718,14 @@ stages:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         lines = (files / "tweets.jsonl").read_text().splitlines()
-        # Every record was acknowledged to the sink (delivered == 13291 above). noida-db loses
-        # records it acknowledges while it saves on a stop; scripts/kafka-broker stops it with
-        # `noida-db stop kafka`, which closes the port before saving (with `noida-db down`, which
-        # does not, CI saw 246 records, 1.9 %, vanish). After the restart the idempotent producer
-        # may detect a gap (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal), is recreated and sends what it
-        # had in flight. So: every record is in the topic except, at most, one small run.
+        # Ours and the broker's losses told apart. The daemon must lose nothing the broker holds:
+        # its output is exactly the topic's content as the broker serves it after the run (an
+        # independent Python consumer). Records of the reference replay missing from the topic
+        # were acknowledged to the sink (delivered == 13291 above) and then lost by the broker on
+        # a stop (noida-db loses what it acknowledges while it saves; scripts/kafka-broker stops
+        # it with `noida-db stop kafka`, which closes the port first, making this rare); they
+        # are reported, not counted against the daemon.
+        held_after_consume = {v.decode() for _, _, _, v in b.consume_all(topic)}
         reference = tmp_path / "reference.yaml"
         reference.write_text(f"""
 plugins: [replay, file]
@@ -685,9 +744,16 @@ stages:
         assert run(tweetoscoped, "run", "--config", reference).returncode == 0
         want = (tmp_path / "reference" / "tweets.jsonl").read_text().splitlines()
         got = set(lines)
-        missing = [i for i, line in enumerate(want) if line not in got]
-        assert len(missing) <= 0.01 * len(want), f"{len(missing)} tweets missing"
-        assert not missing or missing[-1] - missing[0] < 2 * len(missing) + 10, f"missing tweets not in one batch: {missing}"
+        assert len(lines) == len(got), "no tweet twice in one run of the source"
+        ours = held_after_consume - got
+        assert not ours, f"the daemon lost {len(ours)} records the broker holds: {sorted(ours)[:3]}"
+        assert got <= set(want), "every tweet read is one of the replay's"
+        assert got == held_after_consume
+        broker_lost = [line for line in want if line not in held_after_consume]
+        lost_on_first_stop = [line for line in want if line not in held_after_produce]
+        print(f"broker (noida-db) losses of acknowledged records: {len(lost_on_first_stop)} on the stop "
+              f"while producing, {len(broker_lost) - len(lost_on_first_stop)} on the stop before consuming")
+        assert held_after_consume <= held_after_produce | set(want)
         assert re.search(r"WARNING \[source\] kafka", err), err[-3000:]
     finally:
         private.stop()
@@ -695,7 +761,7 @@ stages:
 
 def test_sink_counts_deliveries_that_fail(tweetoscoped, tmp_path):
     """No broker at all: every record fails after message.timeout.ms, each is counted and
-    logged (rate-limited), and the daemon ends normally."""
+    logged (rate-limited), and the run fails (exit 1) saying how many records were lost."""
     port = _free_port()
     cfg = tmp_path / "nobroker.yaml"
     cfg.write_text(f"""
@@ -715,9 +781,10 @@ stages:
     librdkafka: {{ message.timeout.ms: "1500" }}
 """)
     r = run(tweetoscoped, "run", "--config", cfg, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]
     produced = counter(r.stdout, "produced")
     assert produced > 0 and f"delivery_failed={produced}" in r.stdout, r.stdout
+    assert f"stage sink FAILED: {produced} records not delivered to topic tweets, lost" in r.stdout, r.stdout
     assert "delivered=" not in r.stdout
     assert re.search(r"WARNING \[sink\] kafka delivery failed, record lost: _MSG_TIMED_OUT", r.stderr), r.stderr[-2000:]
     assert re.search(r"WARNING \[sink\] kafka: .*Connection refused", r.stderr), r.stderr[-2000:]

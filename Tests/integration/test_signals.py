@@ -53,8 +53,26 @@ def test_reload_keeps_unchanged_stages_and_rejects_invalid_file(daemon, tmp_path
     assert params == sorted(want_series)
 
 
+def cascades_of_tweets(path):
+    """{cascade id: [(t - first t, m), ...]} from a file sink's tweets.jsonl, in stream order: the
+    tweets exactly as the collector received them (the sink reads the same stream)."""
+    cascades = {}
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        events = cascades.setdefault(d["tweet_id"], [])
+        if d["type"] == "tweet":
+            assert not events, d
+            first = d["t"]
+            events.append((first, d["m"]))
+        else:
+            events.append((d["t"], d["m"]))
+    return {cid: [(t - events[0][0], m) for t, m in events] for cid, events in cascades.items()}
+
+
 def test_sigterm_stops_gracefully_with_whole_lines(daemon, tmp_path):
     cfg = config(tmp_path, acceleration=20000)   # ~70 s of replay: stopped early
+    # The tweets the collector received are recorded too, to compute what it must have flushed.
+    cfg.write_text(cfg.read_text().replace("inputs: { streams: [cascade_series,", "inputs: { streams: [tweets, cascade_series,"))
     proc = subprocess.Popen([str(daemon), "run", "--config", str(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(2)
@@ -71,3 +89,11 @@ def test_sigterm_stops_gracefully_with_whole_lines(daemon, tmp_path):
     # and no (cid, T_obs) is written twice.
     sizes, series, params = outputs(tmp_path)
     assert len(params) == len(set(params))
+    # Independently: the collector's rules (independent.py) applied to the tweets it received,
+    # each cascade cut where the stop cut it. Stopped early: not every cascade of the file.
+    received = cascades_of_tweets(tmp_path / "out" / "tweets.jsonl")
+    assert 0 < len(received) < len(read_cascades(ROOT / "data" / "sample.csv"))
+    want_series, want_sizes, _ = expected_output(received, (600, 1200), 1800, 10)
+    assert want_sizes and want_series
+    assert sizes == want_sizes
+    assert series == want_series

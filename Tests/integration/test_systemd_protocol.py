@@ -1,7 +1,8 @@
 """The daemon's side of the systemd protocols, without systemd: sd_notify messages on a
-NOTIFY_SOCKET the test binds, and journal entries on a journal socket the test binds (root only,
-when no journald runs). The real systemd is exercised by scripts/system-test."""
+NOTIFY_SOCKET the test binds, and journal entries on a journal socket the test binds (root only:
+the daemon sees it at the journal's path through a private mount namespace). The real systemd is exercised by scripts/system-test."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from conftest import unavailable
 from test_signals import config
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -55,12 +57,19 @@ def test_notify_ready_status_watchdog_reload_stopping(daemon, tmp_path):
     assert any(m.startswith("STOPPING=1") for m in last), last
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or os.path.exists(JOURNAL_SOCKET),
-                    reason="needs root and no running journald (binds the journal socket)")
 def test_journal_fields_when_stderr_is_the_journal(daemon, tmp_path):
-    os.makedirs(os.path.dirname(JOURNAL_SOCKET), exist_ok=True)
+    """The daemon logs to the journal socket when stderr is the journal. The socket is bound in
+    a scratch directory, and the daemon runs in a private mount namespace (unshare, root only)
+    where that directory is bind-mounted on /run/systemd/journal, so a running journald is not
+    in the way."""
+    if os.geteuid() != 0:
+        unavailable("needs root (a private mount namespace for the journal socket)")
+    if shutil.which("unshare") is None:
+        unavailable("unshare (util-linux) is not installed")
+    journal_dir = tmp_path / "journal"
+    journal_dir.mkdir()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(JOURNAL_SOCKET)
+    sock.bind(str(journal_dir / "socket"))
     try:
         stderr_path = tmp_path / "stderr"
         # Read the socket while the daemon runs: a full datagram queue would block its logging.
@@ -80,13 +89,15 @@ def test_journal_fields_when_stderr_is_the_journal(daemon, tmp_path):
         with open(stderr_path, "w") as stderr:
             st = os.fstat(stderr.fileno())
             env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-            r = subprocess.run([str(daemon), "run", "--config", str(config(tmp_path, acceleration=0))],
-                               env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=60)
+            script = ('mkdir -p "$(dirname "$1")" && mount --bind "$2" "$(dirname "$1")" && shift 2 && exec "$@"')
+            r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                                JOURNAL_SOCKET, str(journal_dir),
+                                str(daemon), "run", "--config", str(config(tmp_path, acceleration=0))],
+                               env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120)
         done.set()
         reader.join()
     finally:
         sock.close()
-        os.unlink(JOURNAL_SOCKET)
     assert r.returncode == 0
     assert stderr_path.read_text() == ""       # everything went to the journal
     parsed = [dict(line.split("=", 1) for line in e.splitlines() if "=" in line) for e in entries]

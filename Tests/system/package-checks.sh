@@ -28,7 +28,7 @@ le_2() { [ -n "$1" ] && awk -v x="$1" 'BEGIN { exit !(x <= 2.0) }'; }
 # swift_libs_private LDD_OUTPUT: every Swift library resolves, once canonical, in /usr/lib/tweetoscope.
 swift_libs_private() {
     local paths
-    paths=$(awk '$1 ~ /^(libswift|libdispatch|libBlocksRuntime|libFoundation|libTweetoscopeCore)/ { print $3 }' <<<"$1" | sort -u)
+    paths=$(awk '$1 ~ /^(libswift|libdispatch|libBlocksRuntime|libFoundation|libTweetoscopeCore|libTweetoscopeKafka)/ { print $3 }' <<<"$1" | sort -u)
     [ -n "$paths" ] || return 1
     # shellcheck disable=SC2086
     ! c realpath -m $paths | grep -v '^/usr/lib/tweetoscope/[^/]*$'
@@ -67,6 +67,32 @@ run_package_checks() {
         pass "tweetoscoped version and validate --config $CONF" "$(head -1 <<<"$out"); $(cat "$logs/validate.log")"
     else
         fail "tweetoscoped version and validate --config $CONF"; echo "$out"; cat "$logs/validate.log"
+    fi
+
+    # ---- monitoring files and configuration permissions -------------------------------------
+    out=$(c stat -c '%a %U %G' "$CONF" /etc/tweetoscope.d 2>&1 | tr '\n' ';')
+    if [ "$out" = "640 root _tweetoscope;750 root _tweetoscope;" ] \
+        && c dpkg-statoverride --list "$CONF" > /dev/null; then
+        pass "configuration readable by root and _tweetoscope only" "$CONF and /etc/tweetoscope.d: $out"
+    else
+        fail "configuration readable by root and _tweetoscope only" "$out"
+    fi
+
+    local dashboard=/usr/share/tweetoscope/grafana/tweetoscoped.json
+    local rules=/usr/share/tweetoscope/prometheus/tweetoscoped-rules.yml
+    if c cat "$dashboard" > "$logs/dashboard.json" 2>&1 \
+        && python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); titles = {p["title"] for p in d["panels"]}; sys.exit(not {"Uptime", "Version", "Configuration reloads", "ARE per window (median, p90)"} <= titles)' "$logs/dashboard.json" \
+        && cmp -s "$logs/dashboard.json" etc/grafana/tweetoscoped.json; then
+        pass "the Grafana dashboard is installed" "$dashboard: $(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["panels"]))' "$logs/dashboard.json") panels"
+    else
+        fail "the Grafana dashboard is installed" "$dashboard"
+    fi
+    if c cat "$rules" > "$logs/tweetoscoped-rules.yml" 2>&1 \
+        && promtool check rules "$logs/tweetoscoped-rules.yml" > "$logs/promtool.log" 2>&1 \
+        && cmp -s "$logs/tweetoscoped-rules.yml" etc/prometheus/tweetoscoped-rules.yml; then
+        pass "the Prometheus alerting rules are installed and load (promtool check rules)" "$(grep -o 'SUCCESS.*' "$logs/promtool.log")"
+    else
+        fail "the Prometheus alerting rules are installed and load (promtool check rules)"; cat "$logs/promtool.log"
     fi
 
     if c getent passwd _tweetoscope > /dev/null && [ "$(c systemctl is-enabled $UNIT)" = enabled ] \

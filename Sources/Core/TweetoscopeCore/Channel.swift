@@ -33,6 +33,8 @@ public final class Channel<Element: Sendable>: Sendable {
     private struct State {
         var consumers: [Consumer] = []
         var producers = 0
+        /// Producers that ended because they failed (see ``finishFailed()``).
+        var failedProducers = 0
         /// Elements sent so far: the sequence number of the latest one (the first is 1).
         var sent = 0
         var producerWaiters: [CheckedContinuation<Void, Never>] = []
@@ -157,6 +159,17 @@ public final class Channel<Element: Sendable>: Sendable {
         }
         for w in waiters { w.resume(returning: nil) }
     }
+
+    /// Called once by a producer that stops because it failed (instead of ``finish()``): the
+    /// channel ends the same way, and ``producerFailed`` tells consumers that what they received
+    /// may be cut short.
+    public func finishFailed() {
+        state.withLock { $0.failedProducers += 1 }
+        finish()
+    }
+
+    /// True once a producer ended with ``finishFailed()``: the stream was cut, not completed.
+    public var producerFailed: Bool { state.withLock { $0.failedProducers > 0 } }
 
     /// The next element for consumer `id`, or nil once the channel has ended for it.
     public func next(_ id: Int) async -> Element? {

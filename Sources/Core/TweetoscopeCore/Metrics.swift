@@ -30,6 +30,10 @@ public enum TweetoscopeMetrics {
                                                0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
         /// Dimensionless ratios such as an absolute relative error.
         public static let ratio: [Double] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10]
+        /// Absolute relative errors of forecasts (ARE): the ratio buckets continued to 1000, since
+        /// a poor forecast is easily 10 to 100 times off and a p90 must not flatten at the last
+        /// finite bucket (PromQL's histogram_quantile returns that bucket's bound above it).
+        public static let relativeError: [Double] = ratio + [20, 50, 100, 200, 500, 1000]
         /// Counts and sizes (events, samples...).
         public static let count: [Double] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 100_000]
     }
@@ -204,7 +208,8 @@ public enum TweetoscopeMetrics {
         }
     }
 
-    /// Help texts (and buckets) of the metrics the runtime and the shipped plugins export.
+    /// Help texts (and buckets) of the metrics the runtime exports; a stage type declares its own
+    /// in its descriptor (``StageDescriptor/metrics``).
     static let standardDescriptions: [String: Description] = {
         var d: [String: Description] = [:]
         func add(_ name: String, _ help: String, _ buckets: [Double]? = nil) { d[name] = Description(help: help, buckets: buckets) }
@@ -225,15 +230,9 @@ public enum TweetoscopeMetrics {
         add("tweetoscope_log_messages_total", "Log lines written, by level and stage.")
         // Forecasts, derived by the runtime from the alert and stat messages on any stream.
         add("tweetoscope_forecast_are_ratio", "Absolute relative error |forecast - size| / size of the forecasts (stat messages), by stream and T_obs.",
-            Buckets.ratio)
+            Buckets.relativeError)
         add("tweetoscope_top_cascade_forecast", "Forecast final size of the K cascades with the largest latest forecast among those not yet ended (labels rank, cid, t_obs).")
         add("tweetoscope_top_cascades_tracked", "Cascades with a forecast and no final size yet, among which the top K is chosen.")
-        // Collector, estimator, Kafka.
-        add("tweetoscope_collector_open_cascades", "Cascades open in a collector stage.")
-        add("tweetoscope_estimator_fit_seconds", "Time of one Hawkes MAP fit, in seconds, by T_obs.")
-        add("tweetoscope_estimator_failed_fits_total", "Hawkes fits that failed, by reason.")
-        add("tweetoscope_kafka_consumer_lag_records", "Records between a kafka_source's position and the partition's high watermark.")
-        add("tweetoscope_kafka_delivery_errors_total", "Records a kafka_sink could not deliver (lost after librdkafka's retries).")
         return d
     }()
 }

@@ -190,6 +190,15 @@ public struct RecentKeys<Key: Hashable & Sendable>: Sendable {
         seen.insert(key)
         return true
     }
+
+    /// The same keys under another capacity: the newest `capacity` of them are kept, oldest
+    /// forgotten first (a reload that changes how many keys a stage remembers).
+    public func resized(capacity: Int) -> RecentKeys<Key> {
+        var result = RecentKeys(capacity: capacity)
+        let oldestFirst = ring.count < self.capacity ? ring : Array(ring[next...] + ring[..<next])
+        for key in oldestFirst.suffix(capacity) { _ = result.insert(key) }
+        return result
+    }
 }
 
 /// The identity of a window-keyed message for duplicate detection: kind, cascade and T_obs (nil

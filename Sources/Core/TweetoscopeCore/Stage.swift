@@ -74,14 +74,20 @@ public struct OptionSpec: Sendable {
     public var doc: String
     /// Whether the value is a secret (never logged or printed).
     public var secret: Bool
+    /// The physically meaningful values of a numeric option (`int`, `double` and their lists:
+    /// every element), inclusive, in the option's unit; nil = any value of the type. The
+    /// configuration loader checks every option's range before the stage is made, so `validate`
+    /// reports every out-of-range option at once.
+    public var range: ClosedRange<Double>?
 
     public init(_ key: String, _ type: OptionType, default defaultValue: OptionValue? = nil,
-                required: Bool = false, secret: Bool = false, doc: String) {
+                required: Bool = false, secret: Bool = false, range: ClosedRange<Double>? = nil, doc: String) {
         self.key = key
         self.type = type
         self.defaultValue = defaultValue
         self.required = required
         self.secret = secret
+        self.range = range
         self.doc = doc
     }
 }
@@ -96,13 +102,18 @@ public struct PortSpec: Sendable {
     /// Whether an input port accepts several streams (a list) instead of one.
     public var multiple: Bool
     public var doc: String
+    /// Options that must have the same value in this stage and in every stage producing a
+    /// stream bound to this input port that has such an option (e.g. the predictor's `models`
+    /// input and the learner's `mode`): a mismatch is a configuration error, found by `validate`.
+    public var sameOptions: [String]
 
     public init(_ name: String, kinds: Set<MessageKind>, required: Bool = true, multiple: Bool = false,
-                doc: String) {
+                sameOptions: [String] = [], doc: String) {
         self.name = name
         self.kinds = kinds
         self.required = required
         self.multiple = multiple
+        self.sameOptions = sameOptions
         self.doc = doc
     }
 }
@@ -121,6 +132,12 @@ public struct StageDescriptor: Sendable {
     /// Builds a stage from validated options. Validates semantics (e.g. positive windows) and
     /// throws ``StageConfigError`` naming the option; performs no I/O that can wait.
     public var make: @Sendable (_ name: String, _ options: StageOptions) throws -> any Stage
+    /// Metrics the stage type exports (help texts), registered by the runtime (``MetricSpec``).
+    public var metrics: [MetricSpec] = []
+    /// Columns the stage type adds to the summary's per-window table (``SummaryColumn``).
+    public var summaryColumns: [SummaryColumn] = []
+    /// Gauges summed into the daemon's status line (``StatusGauge``).
+    public var statusGauges: [StatusGauge] = []
 
     public init(type: String, summary: String, inputs: [PortSpec], outputs: [PortSpec], options: [OptionSpec],
                 acknowledgement: InputAcknowledgement = .onReceipt,
@@ -380,6 +397,12 @@ public struct StageInput: Sendable {
     /// For stages declaring ``InputAcknowledgement/explicit``; ordinals count from 1 in reading order.
     public func acknowledge(through ordinal: Int) { channel.acknowledge(consumer, through: ordinal) }
 
+    /// True once a producer of the stream ended because its stage failed (e.g. a source hit a
+    /// read error): the input was cut short rather than completed. Meaningful once ``next()`` has
+    /// returned nil; a stage holding partial state (the collector's open cascades) must then not
+    /// treat it as complete.
+    public var upstreamFailed: Bool { channel.producerFailed }
+
     /// Stop consuming: producers no longer wait for this input.
     public func detach() { channel.detach(consumer) }
 
@@ -428,6 +451,13 @@ public struct StageOutput: Sendable {
     public func finish() {
         if latest.finish() { target.channel.finish() }
     }
+
+    /// Ends this producer's contribution because its stage failed: consumers see the stream end
+    /// and ``StageInput/upstreamFailed``. Called by the runtime when `run` throws. Only the first
+    /// call of this or ``finish()`` counts.
+    public func fail() {
+        if latest.finish() { target.channel.finishFailed() }
+    }
 }
 
 /// One batch read from a set of merged inputs, with where it came from.
@@ -454,7 +484,21 @@ public final class StopSignal: Sendable {
     }
 
     private let flag = Atomic<UInt8>(0)
+    private let limit = Mutex<ContinuousClock.Instant?>(nil)
     public init() {}
+
+    /// When the stages' shutdown work must be over (flushes, commits, closes): set by a stop
+    /// for good with a timeout, moved to now by a second stop signal. Nil: no deadline.
+    public var deadline: ContinuousClock.Instant? { limit.withLock { $0 } }
+
+    /// Sets the deadline `timeout` from now, unless an earlier one is set.
+    public func setDeadline(in timeout: Duration) {
+        let at = ContinuousClock.now + timeout
+        limit.withLock { d in if d == nil || at < d! { d = at } }
+    }
+
+    /// Whether the deadline has passed.
+    public var deadlinePassed: Bool { deadline.map { ContinuousClock.now >= $0 } ?? false }
 
     /// Requests a stop; the first reason given wins, except that a shutdown overrides a reload.
     public func request(_ reason: Reason = .shutdown) {
@@ -559,6 +603,15 @@ public final class StageContext: Sendable {
 
     /// True once the daemon has been asked to stop: sources stop reading, other stages drain.
     public var stopRequested: Bool { stop.isRequested }
+
+    /// When the shutdown work (flushes, commits, closes) must be over, once the daemon stops for
+    /// good: the daemon's `shutdown_timeout` after the stop signal, or now after a second signal.
+    /// A stage waiting on something external (a broker) stops waiting then, and counts what it
+    /// lost. Nil while no deadline is set.
+    public var stopDeadline: ContinuousClock.Instant? { stop.deadline }
+
+    /// Whether ``stopDeadline`` has passed.
+    public var stopDeadlinePassed: Bool { stop.deadlinePassed }
 
     /// True when the stop is a configuration reload: a stage whose input ends should return
     /// without flushing, keeping its state (open cascades, models) for its next `run`, which the

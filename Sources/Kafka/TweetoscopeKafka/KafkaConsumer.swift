@@ -291,10 +291,12 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Commits `offsets` (the next offset to read, i.e. last processed + 1, per partition).
     /// With `wait`, waits for the broker's answer and returns its error, if any; otherwise the
     /// result arrives through `onEvent` (`.commitFailed`) during a later poll.
+    /// - Parameter timeout: with `wait`, the longest wait for the answer; past it the commit is
+    ///   reported as `_TIMED_OUT` (it may still complete later).
     @discardableResult
-    public func commit(_ offsets: [TopicPartition: Int64], wait: Bool) async -> KafkaError? {
+    public func commit(_ offsets: [TopicPartition: Int64], wait: Bool, timeout: Duration = .seconds(60)) async -> KafkaError? {
         guard !offsets.isEmpty else { return nil }
-        return await worker.run { [self] () -> KafkaError? in
+        let answer = await worker.run(timeout: timeout) { [self] () -> KafkaError? in
             guard !closed.load(ordering: .relaxed) else { return KafkaError(code: RD_KAFKA_RESP_ERR__STATE.rawValue, message: "consumer closed") }
             let list = rd_kafka_topic_partition_list_new(Int32(offsets.count))!
             defer { rd_kafka_topic_partition_list_destroy(list) }
@@ -310,19 +312,34 @@ public final class KafkaConsumer: @unchecked Sendable {
             }
             return nil
         }
+        switch answer {
+        case .some(let error): return error
+        case .none: return KafkaError(code: RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue,
+                                      message: "no answer to the offset commit within \(timeout)")
+        }
     }
 
-    /// Leaves the group (revoking the assignment) and destroys the consumer.
-    public func close() async {
-        guard !closed.exchange(true, ordering: .relaxed) else { return }
-        await worker.run { [self] in
+    /// Leaves the group (revoking the assignment) and destroys the consumer, waiting at most
+    /// `timeout`: librdkafka's close can wait forever (e.g. once the topic was deleted), and a
+    /// shutdown must end. Past it the consumer is abandoned (left to the process's exit; the
+    /// broker drops the member after its session timeout) and false is returned.
+    @discardableResult
+    public func close(timeout: Duration = .seconds(30)) async -> Bool {
+        guard !closed.exchange(true, ordering: .relaxed) else { return true }
+        let finished = await worker.run(timeout: timeout) { [self] in
             let rc = rd_kafka_consumer_close(rk)
             if rc != RD_KAFKA_RESP_ERR_NO_ERROR {
                 logger.warning("kafka consumer close: \(KafkaError(rc))")
             }
             rd_kafka_destroy(rk)
+            return true
+        }
+        guard finished != nil else {
+            logger.warning("kafka consumer close did not finish within \(timeout): consumer abandoned (the group drops it after its session timeout)")
+            return false
         }
         worker.stop()
+        return true
     }
 
     static func partitions(_ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) -> [TopicPartition] {

@@ -1,7 +1,9 @@
 // A dedicated OS thread that runs blocking librdkafka calls (polls with timeouts, synchronous
 // commits, closing a consumer) one after the other, so that Swift concurrency's cooperative
 // threads never block on the network.
+import Dispatch
 import Glibc
+import Synchronization
 
 /// Names a thread as `top` and `gdb` list it (at most 15 bytes) with pthread_setname_np, a GNU
 /// extension that the Glibc module does not show, looked up at run time.
@@ -69,6 +71,20 @@ final class BlockingWorker: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on the thread and returns its result, or nil once `timeout` has passed
+    /// first: the job goes on (a blocking librdkafka call cannot be interrupted) and its result
+    /// is dropped. For shutdown steps that must not wait forever (closing a consumer whose topic
+    /// was deleted, a synchronous commit to an unreachable coordinator).
+    func run<T: Sendable>(timeout: Duration, _ body: @escaping @Sendable () -> T) async -> T? {
+        let once = ResumeOnce<T?>()
+        return await withCheckedContinuation { (cont: CheckedContinuation<T?, Never>) in
+            once.set(cont)
+            submit { once.resume(body()) }
+            let ms = max(0, Int(timeout.clampedMilliseconds))
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(ms)) { once.resume(nil) }
+        }
+    }
+
     /// Lets the queued jobs finish, then ends the thread and waits for it.
     func stop() {
         pthread_mutex_lock(mutex)
@@ -85,5 +101,24 @@ extension Duration {
     /// Whole milliseconds, clamped to Int32: the timeouts librdkafka's C API takes.
     var clampedMilliseconds: Int32 {
         Int32(clamping: components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
+    }
+}
+
+/// A continuation resumed by whichever of two events comes first.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let state = Mutex<(cont: CheckedContinuation<T, Never>?, done: Bool)>((nil, false))
+
+    func set(_ cont: CheckedContinuation<T, Never>) {
+        state.withLock { $0.cont = cont }
+    }
+
+    func resume(_ value: T) {
+        let cont: CheckedContinuation<T, Never>? = state.withLock { s in
+            guard !s.done, let c = s.cont else { return nil }
+            s.done = true
+            s.cont = nil
+            return c
+        }
+        cont?.resume(returning: value)
     }
 }

@@ -201,9 +201,10 @@ public final class KafkaProducer: @unchecked Sendable {
 
     /// Queues `record`; `completion` runs (on the polling thread) once it is acknowledged or has
     /// finally failed. Waits while librdkafka's queue is full or the instance is being recreated.
-    /// Throws only when librdkafka refuses the record outright (too large, unknown partition...);
-    /// `completion` is then not called.
-    public func enqueue(_ record: ProducerRecord,
+    /// Throws only when librdkafka refuses the record outright (too large, unknown partition...),
+    /// or, while it has to wait, once `giveUp` returns true (`_TIMED_OUT`: a shutdown deadline
+    /// passed); `completion` is then not called.
+    public func enqueue(_ record: ProducerRecord, giveUp: @Sendable () -> Bool = { false },
                        completion: @escaping @Sendable (Result<Delivery, KafkaError>) -> Void) async throws(KafkaError) {
         let pending = PendingMessage(record: record, completion: completion)
         outstanding.add(1, ordering: .relaxed)
@@ -219,6 +220,11 @@ public final class KafkaProducer: @unchecked Sendable {
                 if closing.load(ordering: .relaxed) || Task.isCancelled {
                     outstanding.subtract(1, ordering: .relaxed)
                     throw KafkaError(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "producer closing")
+                }
+                if giveUp() {
+                    outstanding.subtract(1, ordering: .relaxed)
+                    throw KafkaError(code: RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue,
+                                     message: "librdkafka's queue stayed full until the stop deadline")
                 }
                 try? await Task.sleep(for: .milliseconds(delay))
                 delay = min(delay * 2, 50)
@@ -251,7 +257,8 @@ public final class KafkaProducer: @unchecked Sendable {
     }
 
     /// Flushes (at most `timeout`), then fails what is left (each completion gets the purge
-    /// error, nothing is dropped silently) and destroys the instance.
+    /// error, nothing is dropped silently) and destroys the instance. The purge waits at most
+    /// 5 s more for librdkafka to hand the records back.
     public func close(timeout: Duration = .seconds(30)) async {
         if !(await flush(timeout: timeout)) {
             logger.warning("kafka producer closing with undelivered records",

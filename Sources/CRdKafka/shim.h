@@ -1,1 +1,0 @@
-#include <librdkafka/rdkafka.h>
