@@ -73,7 +73,7 @@ fileprivate func diagnostics(_ text: String) -> [String] { diagnostics(Array(tex
         #expect(diagnostics(valid) == [])
         let tooSmall = valid.replacingOccurrences(of: "max_record_bytes: 4096", with: "max_record_bytes: 10")
         let d = diagnostics(tooSmall)
-        #expect(d.count == 1 && d[0].hasPrefix("5:5: stage \"source\": option max_record_bytes: must be within 64...1073741824 bytes, got 10"), "\(d)")
+        #expect(d.count == 1 && d[0].hasPrefix("5:23: stage \"source\": option `max_record_bytes`: 10 is out of its range 64...1073741824"), "\(d)")
         // The dead letters are log messages: a stage taking tweets cannot consume them.
         let wrongKind = valid.replacingOccurrences(of: "inputs: { tweets: tweets }", with: "inputs: { tweets: dead }")
         #expect(diagnostics(wrongKind).contains { $0.contains("stream \"dead\" carries log but input `tweets` takes tweet") })

@@ -102,10 +102,14 @@ private func run(_ stage: any Stage, type: String, inputs: [String: [[Message]]]
     @Test func fileSinkStartCheckRejectsAFileAsDirectory() throws {
         let d = try stageDescriptor("file", plugin: "file")
         let path = "/tmp/tweetoscope-startcheck-\(getpid())"
+        // The directory exists when the stage is made (validation checks it), then is replaced
+        // by a regular file before the stage starts, as an operator's script might do.
+        #expect(mkdir(path, 0o755) == 0)
+        let sink = try d.make("sink", options(d, ["directory": .string(path)]))
+        #expect(rmdir(path) == 0)
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
         close(fd)
         defer { unlink(path) }
-        let sink = try d.make("sink", options(d, ["directory": .string(path)]))
         let checked = try #require(sink as? any StartCheckedStage)
         #expect(throws: (any Error).self) { try checked.checkStart() }
         let fine = try d.make("sink", options(d, ["directory": .string(path + ".d/sub")]))
