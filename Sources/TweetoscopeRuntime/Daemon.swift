@@ -90,8 +90,11 @@ public final class Daemon: Sendable {
     /// a stop signal arrives, as a ServiceGroup: the pipeline runner, the signal handler
     /// (SIGHUP, SIGTERM, SIGINT; the process must have them blocked from its start, see
     /// `tweetoscoped`'s main), the systemd reporter (status line, watchdog) and `server`, the
-    /// metrics endpoint, stopped last. Returns the summary of the whole run.
-    public func run(_ initial: PipelineConfig, metricsServer server: MetricsServer? = nil) async -> RunSummary {
+    /// metrics endpoint, stopped last. `signalsTrapped` runs once the signal handler's sources
+    /// are registered (the executable re-sends there the signals that arrived during start-up).
+    /// Returns the summary of the whole run.
+    public func run(_ initial: PipelineConfig, metricsServer server: MetricsServer? = nil,
+                    signalsTrapped: (@Sendable () -> Void)? = nil) async -> RunSummary {
         shutdownTimeout.withLock { $0 = initial.settings.shutdownTimeout }
         let runner = PipelineRunner(daemon: self, initial: initial)
         typealias Entry = ServiceGroupConfiguration.ServiceConfiguration
@@ -105,7 +108,7 @@ public final class Daemon: Sendable {
             services.append(Entry(service: SystemdReporter(daemon: self), successTerminationBehavior: .ignore,
                                   failureTerminationBehavior: .ignore, serviceName: "systemd"))
         }
-        services.append(Entry(service: SignalHandler(daemon: self), successTerminationBehavior: .ignore,
+        services.append(Entry(service: SignalHandler(daemon: self, trapped: signalsTrapped), successTerminationBehavior: .ignore,
                               failureTerminationBehavior: .ignore, serviceName: "signals"))
         services.append(Entry(service: runner, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: "pipeline"))

@@ -40,16 +40,22 @@ final class PipelineRunner: Service, Sendable {
 /// (plus 5 s for the stages to count and report what they lost); past that the process exits 1,
 /// naming the stages still running.
 ///
-/// The signals must be blocked in every thread from the process's start (the executable does it
-/// before `main`): libdispatch reads them from a signalfd, so one sent early is handled once the
-/// handler runs instead of killing the process (SIGHUP's default action).
+/// The signals must be blocked and caught from the process's start (the executable does it
+/// before `main`, see CEarlySignals): one sent during start-up is recorded, and `trapped` re-sends
+/// it once libdispatch's signal sources are registered, instead of the process being killed
+/// (SIGHUP's default action).
 final class SignalHandler: Service, Sendable {
     private let daemon: Daemon
+    private let trapped: (@Sendable () -> Void)?
 
-    init(daemon: Daemon) { self.daemon = daemon }
+    init(daemon: Daemon, trapped: (@Sendable () -> Void)?) {
+        self.daemon = daemon
+        self.trapped = trapped
+    }
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
+        trapped?()
         let daemon = self.daemon
         try await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in

@@ -104,7 +104,10 @@ struct Run: AsyncParsableCommand {
         }
         let daemon = Daemon(sources: options.sources, pluginDirectory: options.pluginDir, logger: logger,
                             metrics: metrics, metricsSettings: config.settings.metrics)
-        let summary = await daemon.run(config, metricsServer: server)
+        let summary = await daemon.run(config, metricsServer: server) {
+            let early = tweetoscope_redeliver_early_signals()
+            if early > 0 { logger.notice("\(early) signal(s) received during start-up are handled now") }
+        }
         print(summary.table())
         if !summary.succeeded { throw ExitCode.failure }
     }
