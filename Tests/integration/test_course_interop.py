@@ -381,3 +381,41 @@ stages:
     assert any(re.search(r"line 2|:2:", rec["message"]) for rec in by_source["replay"]), by_source
     assert any("cascade 77" in rec["message"] for rec in by_source["collector"]), by_source
     assert counter(r.stdout, "delivered") == len(records)
+
+
+def test_partitioner_option_keeps_the_old_crc32_placement(broker, tweetoscoped, tmp_path):
+    """`partitioner: consistent_random` is librdkafka's CRC32 placement (tweetoscoped 0.1), the
+    default murmur2_random the course clients' one: the same window keys, copied by two sinks,
+    land on crc32(key) mod 4 and on murmur2(key) mod 4 (computed here with zlib and murmur2)."""
+    import zlib
+    topics = broker.course_topics("part14")
+    crc = broker.course_topics("crc14")
+    keys = [str(w).encode() for w in (60, 300, 600, 1200, 3600, 7200)]
+    produce_course(broker, topics["cascade_properties"],
+                   [(k, json.dumps({"type": "size", "cid": i, "n_tot": 10, "t_end": 1}).encode()) for i, k in enumerate(keys)])
+    cfg = tmp_path / "copy.yaml"
+    cfg.write_text(f"""
+plugins: [kafka]
+progress_interval: 0
+stages:
+  source:
+    type: kafka_source
+    outputs: {{ messages: sizes }}
+{kafka_options(broker, topics["cascade_properties"], group="part14", stop_at_end=True)}
+  murmur:
+    type: kafka_sink
+    inputs: {{ messages: [sizes] }}
+{kafka_options(broker, topics["samples"])}
+  crc:
+    type: kafka_sink
+    inputs: {{ messages: [sizes] }}
+{kafka_options(broker, crc["samples"], partitioner="consistent_random")}
+""")
+    r = run(tweetoscoped, "run", "--config", cfg, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    murmur = {k: p for p, _, k, _ in broker.consume_all(topics["samples"])}
+    crc32 = {k: p for p, _, k, _ in broker.consume_all(crc["samples"])}
+    assert murmur == {k: course_partition(k) for k in keys}
+    assert crc32 == {k: zlib.crc32(k) % PARTITIONS for k in keys}
+    assert crc32[b"600"] == 3 and murmur[b"600"] == 0  # the issue's example
+    assert murmur != crc32
