@@ -419,3 +419,41 @@ stages:
     assert crc32 == {k: zlib.crc32(k) % PARTITIONS for k in keys}
     assert crc32[b"600"] == 3 and murmur[b"600"] == 0  # the issue's example
     assert murmur != crc32
+
+
+def test_logs_never_hold_the_pipeline_when_the_broker_is_away(tweetoscoped, tmp_path):
+    """kafka_logs towards a closed port with rate 1/s: the pipeline's own output is complete,
+    the run ends by itself with status 0, and every line is accounted for: dropped by the rate
+    limit (counted) or lost for want of a broker (counted), none delivered."""
+    lines = tmp_path / "tweets.jsonl"
+    good = [f'{{"type": "tweet", "msg": "None", "t": {i}, "m": 10, "tweet_id": {i}, "source": 0}}' for i in range(50)]
+    bad = ["not json"] * 5
+    lines.write_text("\n".join(good[:25] + bad + good[25:]) + "\n")
+    out = tmp_path / "out"
+    cfg = tmp_path / "away.yaml"
+    cfg.write_text(f"""
+plugins: [replay, kafka, file]
+progress_interval: 0
+stages:
+  replay:
+    type: jsonl
+    outputs: {{ tweets: tweets }}
+    path: {lines}
+  sink:
+    type: file
+    inputs: {{ streams: [tweets] }}
+    directory: {out}
+  logs:
+    type: kafka_logs
+    brokers: 127.0.0.1:1
+    topic: logs
+    rate: 1
+""")
+    r = run(tweetoscoped, "run", "--config", cfg, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "tweets.jsonl").read_text().count("\n") == 50
+    warnings = len(re.findall(r"^\S+ (WARNING|ERROR|CRITICAL) ", r.stderr, re.M))
+    assert warnings >= 5, r.stderr[-3000:]
+    dropped = counter(r.stdout, "dropped_rate") + counter(r.stdout, "dropped_full")
+    assert dropped >= 1 and counter(r.stdout, "delivered") == 0
+    assert counter(r.stdout, "produced") == counter(r.stdout, "delivery_failed") >= 1, r.stdout
