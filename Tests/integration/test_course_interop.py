@@ -177,6 +177,14 @@ def samples_records():
     return recs
 
 
+# A course predictor's alerts and stats (spec §1.6, §1.7): no key, msg null or a number, string cids.
+COURSE_ALERTS = [(None, '{"type": "alert", "cid": "tw23981", "msg": "blah blah", "T_obs": 600, "n_tot": 158}'),
+                 (None, '{"type": "alert", "cid": 42, "msg": null, "T_obs": 1200, "n_tot": 57.5}'),
+                 (b"600", '{"type": "alert", "cid": 43, "msg": 12, "T_obs": 600, "n_tot": 20}')]
+COURSE_STATS = [(None, '{"type": "stat", "cid": "tw23981", "T_obs": 600, "ARE": 0.93}'),
+                (None, '{"type": "stat", "cid": 42, "T_obs": 1200, "ARE": 0.125}')]
+
+
 def produce_course(broker, topic, records):
     """Writes like kafka-python / the Java client: keyed records on murmur2(key) mod 4."""
     p = broker.ck.Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
@@ -197,6 +205,9 @@ def test_course_services_and_tweetoscoped_exchange_every_topic(broker, tweetosco
     produce_course(broker, topics["cascade_series"], series_records())
     produce_course(broker, topics["cascade_properties"], properties_records())
     produce_course(broker, topics["samples"], samples_records())
+    produce_course(broker, topics["alerts"], [(k, v.encode()) for k, v in COURSE_ALERTS])
+    produce_course(broker, topics["stats"], [(k, v.encode()) for k, v in COURSE_STATS])
+    files = tmp_path / "files"
 
     def source(name, topic, out):
         return f"""
@@ -214,7 +225,7 @@ def test_course_services_and_tweetoscoped_exchange_every_topic(broker, tweetosco
 
     cfg = tmp_path / "interop.yaml"
     cfg.write_text(f"""
-plugins: [kafka, collector, estimator, predictor, learner]
+plugins: [kafka, collector, estimator, predictor, learner, file]
 progress_interval: 0
 stages:
 {source("tweets_in", topics["tweets"], "tweets")}
@@ -248,6 +259,13 @@ stages:
     mode: course
     refit_every: 3
     trees: 5
+{source("alerts_in", topics["alerts"], "course_alerts")}
+{source("stats_in", topics["stats"], "course_stats")}
+  files:
+    type: file
+    inputs: {{ streams: [course_alerts, course_stats] }}
+    directory: {files}
+{sink("tweets_out", ["tweets"], ours["tweets"])}
 {sink("series_out", ["series"], ours["cascade_series"], keyless="None")}
 {sink("properties_out", ["sizes", "parameters"], ours["cascade_properties"])}
 {sink("alerts_out", ["alerts"], ours["alerts"], keyless="None")}
@@ -264,10 +282,36 @@ stages:
     # per source x 2 windows; properties: 3 parameters).
     assert "rejected records: none" in r.stdout and not re.search(r"rejected\.\w+=[1-9]", out), r.stdout[-3000:]
     assert counter(r.stdout, "records") == (len(generator_records()) + len(series_records())
-                                            + len(properties_records()) + len(samples_records()))
-    assert counter(r.stdout, "coerced_msg") == 6 + 12 + 3
+                                            + len(properties_records()) + len(samples_records())
+                                            + len(COURSE_ALERTS) + len(COURSE_STATS))
+    assert counter(r.stdout, "coerced_msg") == 6 + 12 + 3 + 2
     # n* = p·E[m] for the base spec's and AHM's parameters; G1 from the total n_supp for the base spec's.
     assert counter(r.stdout, "computed_n_star") == 3 and counter(r.stdout, "computed_G1") == 2
+
+    # --- course alerts and stats, as a tweetoscoped dashboard (file sink, `top`) reads them.
+    def parsed(text):
+        v = json.loads(text)
+        if "msg" in v:
+            v["msg"] = "None" if v["msg"] is None else v["msg"] if isinstance(v["msg"], str) else json.dumps(v["msg"])
+        return v
+    got_alerts = [json.loads(line) for line in (files / "course_alerts.jsonl").read_text().splitlines()]
+    got_stats = [json.loads(line) for line in (files / "course_stats.jsonl").read_text().splitlines()]
+    key = lambda v: json.dumps(v, sort_keys=True)
+    assert sorted(map(key, got_alerts)) == sorted(key(parsed(v)) for _, v in COURSE_ALERTS)
+    assert sorted(map(key, got_stats)) == sorted(key(parsed(v)) for _, v in COURSE_STATS)
+
+    # --- tweets relayed by tweetoscoped, read by a course collector: key = the source id,
+    # tweet_id as the generator wrote it, msg text, on partition murmur2(key) mod 4.
+    relayed = broker.consume_all(ours["tweets"])
+    sent = {}
+    for k, v in generator_records():
+        g = parsed(v.decode())
+        sent.setdefault(k, []).append(g)
+    got_tweets = {}
+    for partition, _, k, v in sorted(relayed, key=lambda r: (r[0], r[1])):
+        assert partition == course_partition(k)
+        got_tweets.setdefault(k, []).append(json.loads(v))
+    assert got_tweets == sent  # per source, in order, every field as the course means it
 
     # --- cascade_series, read by a course estimator: `key.decode()`, json.loads, (t, m) pairs.
     series = {}
