@@ -15,9 +15,11 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///
 /// - Observation end: the window end T_obs (times are relative to the first tweet), as the
 ///   spec requires (§4.2, pitfall §9.6), not the last event's time.
-/// - `n_supp` is the **supplementary** count G1/(1 − n*) (spec §1.3: the name says
-///   supplementary; the raw Hawkes forecast of the final size is `n_obs + n_supp`). `n_star`
-///   and `G1` are sent too, so consumers need not recompute them.
+/// - `n_supp` is, with the option `n_supp: supplementary` (default), the supplementary count
+///   G1/(1 − n*) (spec §1.3: the name says supplementary; the raw Hawkes forecast of the final
+///   size is `n_obs + n_supp`); with `n_supp: total`, the total forecast n_obs + G1/(1 − n*)
+///   that five course implementations send (and course predictors read). `n_star` and `G1` are
+///   sent too, so consumers need not recompute them.
 /// - Zero magnitudes are kept. A root with 0 followers makes the intensity after it exactly 0
 ///   and no MAP exists; by default such a root's mark is read as `zero_root_mark` (1) — the
 ///   GAS course variant — and `zero_root_mark: 0` rejects those cascades instead.
@@ -40,6 +42,8 @@ final class EstimatorStage: Stage {
             OptionSpec("zero_root_mark", .double, default: .double(1),
                        range: 0...1e12, doc: "followers assumed for a root with 0 followers (0 = reject such cascades)"),
             OptionSpec("parallelism", .int, default: .int(0), range: 0...1024, doc: "fits run at once (0 = number of cores)"),
+            OptionSpec("n_supp", .choice(NSuppMeaning.allCases.map(\.rawValue)), default: .string(NSuppMeaning.supplementary.rawValue),
+                       doc: "what the n_supp field of parameters carries: supplementary = G1/(1-n*); total = n_obs + G1/(1-n*) (the course majority)"),
         ],
         make: { name, options in try EstimatorStage(options: options) })
         .declaring(metrics: [
@@ -49,6 +53,7 @@ final class EstimatorStage: Stage {
 
     let estimator: HawkesEstimator
     let parallelism: Int
+    let nSuppMeaning: NSuppMeaning
 
     init(options: StageOptions) throws {
         let marks: MarkDistribution
@@ -79,6 +84,7 @@ final class EstimatorStage: Stage {
         let p = try options.int("parallelism")
         guard p >= 0 else { throw StageConfigError(option: "parallelism", "expected an integer >= 0") }
         parallelism = p > 0 ? p : max(1, activeProcessorCount())
+        nSuppMeaning = NSuppMeaning(rawValue: try options.string("n_supp")) ?? .supplementary
     }
 
     func run(_ context: StageContext) async throws {
@@ -106,7 +112,8 @@ final class EstimatorStage: Stage {
                 case .success(let fit):
                     context.counters.add("fits")
                     out.append(.parameters(CascadeParameters(
-                        cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs, nSupp: fit.nSupp,
+                        cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs,
+                        nSupp: nSuppMeaning == .total ? Double(fit.nObs) + fit.nSupp : fit.nSupp, nSuppMeaning: nSuppMeaning,
                         p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1)))
                 case .failure(let error):
                     let reason = Self.reason(error)

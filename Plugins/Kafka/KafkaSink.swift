@@ -4,8 +4,13 @@ import TweetoscopeCore
 import TweetoscopeKafka
 
 /// Produces each message as `WireFormat.encode(m)` keyed by `WireFormat.key(m)` (a tweet's
-/// source, a window-keyed message's T_obs, no key otherwise) with an idempotent, acks=all
-/// producer. Deliveries are counted (`delivered`); a record librdkafka finally fails (after its
+/// source, a window-keyed message's T_obs) with an idempotent, acks=all producer. Messages of
+/// keyless topics (series, alerts, stats, logs) get the key `keyless` says: none (the spec),
+/// the empty string or `"None"` (what the course's Python collectors send, and what their
+/// estimators' `key.decode()` needs), or the message's `cid` or `T_obs`.
+/// Partitions: librdkafka's `partitioner` (option, default `murmur2_random`: murmur2 of the key,
+/// what the Java and Python clients use, so a keyed message lands where a course producer would
+/// put it; random for keyless records). `consistent_random` is librdkafka's own CRC32 default. Deliveries are counted (`delivered`); a record librdkafka finally fails (after its
 /// own retries, within `message.timeout.ms`) is counted (`rejected.delivery_failed`) and logged.
 /// At the end of its inputs it waits for every delivery report; a sink given records that
 /// delivered none of them then fails (the run exits non-zero).
@@ -16,7 +21,15 @@ final class KafkaSink: Stage {
         inputs: [PortSpec("messages", kinds: Set(MessageKind.allCases), multiple: true,
                           doc: "streams to produce, all to the same topic")],
         outputs: [],
-        options: CommonOptions.specs,
+        options: CommonOptions.specs + [
+            OptionSpec("keyless", .choice(KeylessKey.allCases.map(\.rawValue)), default: .string(KeylessKey.noKey.rawValue),
+                       doc: "key of messages the spec sends without one (serie, alert, stat, log): none = no key (spec); "
+                           + "empty = \"\"; None = the string \"None\" (course Python collectors); cid or T_obs = that field (none if the message has no such field)"),
+            OptionSpec("partitioner", .choice(["murmur2_random", "murmur2", "consistent_random", "consistent", "random", "fnv1a", "fnv1a_random"]),
+                       default: .string("murmur2_random"),
+                       doc: "librdkafka partitioner: murmur2_random = the Java/Python clients' murmur2 key hash (keyless records at random); "
+                           + "consistent_random = librdkafka's CRC32 default (tweetoscoped <= 0.1); a librdkafka.partitioner property wins"),
+        ],
         acknowledgement: .explicit,
         make: { _, options in try KafkaSink(options) })
         .declaring(metrics: [
@@ -25,10 +38,19 @@ final class KafkaSink: Stage {
         ])
 
     let common: CommonOptions.Values
+    let keyless: KeylessKey
+    let partitioner: String
 
     init(_ options: StageOptions) throws {
         common = try CommonOptions.parse(options)
-        try CommonOptions.validate(KafkaConfig.merged(KafkaProducer.defaults, common.baseConfig))
+        keyless = KeylessKey(rawValue: try options.string("keyless")) ?? .noKey
+        partitioner = try options.string("partitioner")
+        try CommonOptions.validate(KafkaConfig.merged(KafkaProducer.defaults, producerConfig))
+    }
+
+    /// The producer's settings: the partitioner under the passthrough properties.
+    var producerConfig: [String: String] {
+        KafkaConfig.merged(["partitioner": partitioner], common.baseConfig)
     }
 
     func run(_ context: StageContext) async throws {
@@ -40,7 +62,7 @@ final class KafkaSink: Stage {
         }
         let producer: KafkaProducer
         do {
-            producer = try KafkaProducer(config: common.baseConfig, logger: context.logger,
+            producer = try KafkaProducer(config: producerConfig, logger: context.logger,
                                          onEvent: eventHandler(context, common))
         } catch {
             merged.detach(consumer)
@@ -51,8 +73,10 @@ final class KafkaSink: Stage {
         context.logger.info("kafka sink writing", metadata: [
             "topic": .string(common.topic), "brokers": .string(common.brokers),
             "librdkafka": .string(KafkaConfig.describe(common.librdkafka)),
+            "keyless": .string(keyless.rawValue), "partitioner": .string(producerConfig["partitioner"] ?? partitioner),
         ])
         let topic = common.topic
+        let keyless = self.keyless
         let counters = context.counters
         let deliveryErrors = Counter(label: "tweetoscope_kafka_delivery_errors_total",
                                      dimensions: context.metricDimensions + [("topic", topic)])
@@ -84,7 +108,7 @@ final class KafkaSink: Stage {
                 batch.recordDone()
             }
             for message in tagged.messages {
-                let record = ProducerRecord(topic: topic, key: WireFormat.key(message).map { Array($0.utf8) },
+                let record = ProducerRecord(topic: topic, key: keyless.key(message).map { Array($0.utf8) },
                                             value: WireFormat.encode(message))
                 do {
                     try await producer.enqueue(record, giveUp: { context.stopDeadlinePassed }, completion: completion)
@@ -155,5 +179,31 @@ final class PendingBatch: Sendable {
     /// One record is delivered (or lost); the last one acknowledges the batch.
     func recordDone() {
         if left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { acknowledger.complete(ordinal) }
+    }
+}
+
+/// The key `kafka_sink` gives messages that the spec sends without one (option `keyless`).
+enum KeylessKey: String, CaseIterable, Sendable {
+    /// No key (spec §1.2, §1.6-1.8).
+    case noKey = "none"
+    /// The empty string (GAS's collector).
+    case empty
+    /// The string "None" (RUD's collector: Python's str(None)).
+    case pythonNone = "None"
+    /// The message's cascade id (NAS keys its series by cid).
+    case cid
+    /// The message's observation window (MBG and MEC key their alerts by T_obs).
+    case tObs = "T_obs"
+
+    /// The key of `message`: ``WireFormat/key(_:)`` when the spec gives one, else this choice.
+    func key(_ message: Message) -> String? {
+        if let key = WireFormat.key(message) { return key }
+        switch self {
+        case .noKey: return nil
+        case .empty: return ""
+        case .pythonNone: return "None"
+        case .cid: return message.cascade.map { $0.description }
+        case .tObs: return message.tObs.map { String($0) }
+        }
     }
 }

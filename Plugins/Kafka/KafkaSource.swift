@@ -5,7 +5,8 @@ import TweetoscopeKafka
 
 /// What decoding one record gave.
 enum DecodeOutcome: Sendable {
-    case message(Message)
+    /// A decoded message; `coercedMsg` when its `msg` was not a JSON string (counted `coerced_msg`).
+    case message(Message, coercedMsg: Bool = false)
     case failure(reason: String, text: String)
 }
 
@@ -22,6 +23,8 @@ enum DecodeOutcome: Sendable {
 ///   (type, cid, T_obs) keys are dropped and counted (`duplicates`), so a daemon reading what a
 ///   restarted collector or estimator produced again passes each result once. (Alerts, stats and
 ///   samples are kept: a repeated key may carry a newer forecast.)
+/// - Course variants are accepted (``WireFormat``): a `msg` that is not a JSON string is
+///   converted to text and counted (`coerced_msg`); cids may be integers or strings.
 /// - A record that does not decode (or whose value is larger than `max_record_bytes`) is
 ///   counted (`rejected.<reason>`: `empty_value`, `oversized` or a ``WireFormatError/reason``),
 ///   logged (rate-limited) with its topic, partition and offset, sent as a dead letter to the
@@ -134,7 +137,9 @@ final class KafkaSource: Stage {
                             text: "value of \(value.count) bytes is larger than max_record_bytes (\(maxRecordBytes))")
         }
         do {
-            return .message(try WireFormat.decode(value, key: record.key.map { String(decoding: $0, as: UTF8.self) }))
+            var coerced = false
+            let m = try WireFormat.decode(value, key: record.key.map { String(decoding: $0, as: UTF8.self) }, coercedMsg: &coerced)
+            return .message(m, coercedMsg: coerced)
         } catch let error as WireFormatError {
             return .failure(reason: error.reason, text: "\(error)")
         } catch {
@@ -184,10 +189,11 @@ final class KafkaSource: Stage {
             }
             let began = ContinuousClock.now
             let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism, maxRecordBytes: maxRecordBytes)
-            var duplicates = 0
+            var duplicates = 0, coercedMsgs = 0
             for (record, outcome) in zip(polled.records, outcomes) {
                 switch outcome {
-                case .message(var m):
+                case .message(var m, let coerced):
+                    if coerced { coercedMsgs += 1 }
                     if deduplicate > 0, Self.deduplicatedKinds.contains(m.kind), let key = WindowKey(m), !recent.insert(key) {
                         duplicates += 1
                         continue
@@ -203,6 +209,7 @@ final class KafkaSource: Stage {
                 }
             }
             if duplicates > 0 { context.counters.add("duplicates", duplicates) }
+            if coercedMsgs > 0 { context.counters.add("coerced_msg", coercedMsgs) }
             if !polled.records.isEmpty { context.recordProcessing(since: began) }
             lag.update(consumer.lag(), assigned: consumer.assignment)
             context.counters.add("records", polled.records.count)

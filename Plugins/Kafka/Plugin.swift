@@ -1,5 +1,5 @@
 // The Kafka plugin: `kafka_source` reads a topic in the course's wire format into a stream,
-// `kafka_sink` writes streams to a topic. Daemons joined by Kafka topics form the course's
+// `kafka_sink` writes streams to a topic, `kafka_logs` the daemon's own log lines to a topic. Daemons joined by Kafka topics form the course's
 // distributed deployment (one stage per daemon, or any grouping of stages).
 import TweetoscopeCore
 import TweetoscopeKafka
@@ -9,6 +9,7 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
     PluginABI.entry(abi, registrar) {
         $0.register(KafkaSource.descriptor)
         $0.register(KafkaSink.descriptor)
+        $0.register(KafkaLogs.descriptor)
     }
 }
 

@@ -26,9 +26,13 @@ import TweetoscopeCore
 ///   raw forecast is used, capped at `fallback_max_growth`·n_obs for the same reason.
 ///
 /// Guards (all modes): n* ≥ 1 is read as n* = 1 − 1e-6 (counted `clamped_n_star`); G1 = 0 gives
-/// the forecast n_obs and no course sample (W is undefined); a message without G1 (a course
-/// variant) gets G1 = n_supp·(1 − n*); messages with a missing or invalid n*, beta or n_obs,
-/// or whose forecast is not finite, are rejected. Nothing non-finite is ever emitted.
+/// the forecast n_obs and no course sample (W is undefined); a message without n* (the base
+/// spec's `{"params": [p, beta], "n_supp"}`) gets n* = p·E[m] with E[m] = mu(alpha−1)/(alpha−2)
+/// from the predictor's `alpha`/`mu` options (spec §4.1, §5, as the course predictors do); a
+/// message without G1 gets G1 = s·(1 − n*) where s is the supplementary count its `n_supp`
+/// stands for (n_supp, or n_supp − n_obs when the predictor's `n_supp` option is `total`; CHA's
+/// derivation, spec §1.3); messages with an invalid n*, beta, p or n_obs, or whose forecast is
+/// not finite, are rejected. Nothing non-finite is ever emitted.
 enum CorrectionMode: String, CaseIterable, Sendable {
     case none, course, growth
 
@@ -58,14 +62,28 @@ struct HawkesInputs: Sendable, Hashable {
     var clamped: Bool
 
     /// Validates `p`; nil with a rejection reason when it cannot be used.
-    static func make(_ p: CascadeParameters) -> Result<HawkesInputs, InvalidParameters> {
+    ///
+    /// - Parameters:
+    ///   - meanMark: E[m] in followers, used for n* = p·E[m] when `p` has no n*.
+    ///   - nSupp: what `p.nSupp` means when the message does not say (a decoded message).
+    static func make(_ p: CascadeParameters, meanMark: Double = 35,
+                     nSupp: NSuppMeaning = .supplementary) -> Result<HawkesInputs, InvalidParameters> {
         guard p.nObs >= 1 else { return .failure(.init("n_obs")) }
         guard p.beta.isFinite, p.beta >= 0 else { return .failure(.init("beta")) }
-        guard p.nStar.isFinite, p.nStar >= 0 else { return .failure(.init("n_star")) }
-        let clamped = p.nStar >= nStarCeiling
-        let nStar = min(p.nStar, nStarCeiling)
+        var rawNStar = p.nStar
+        if rawNStar.isNaN {
+            guard p.p.isFinite, p.p >= 0 else { return .failure(.init("p")) }
+            rawNStar = p.p * meanMark
+        }
+        guard rawNStar.isFinite, rawNStar >= 0 else { return .failure(.init("n_star")) }
+        let clamped = rawNStar >= nStarCeiling
+        let nStar = min(rawNStar, nStarCeiling)
         var g1 = p.g1
-        if g1.isNaN, p.nSupp.isFinite { g1 = p.nSupp * (1 - nStar) }
+        if g1.isNaN {
+            let supplementary = p.supplementary(assuming: nSupp)
+            guard supplementary.isFinite, supplementary >= 0 else { return .failure(.init("n_supp")) }
+            g1 = supplementary * (1 - nStar)
+        }
         guard g1.isFinite, g1 >= 0 else { return .failure(.init("G1")) }
         let nSupp = g1 / (1 - nStar)
         guard nSupp.isFinite else { return .failure(.init("n_supp")) }

@@ -70,6 +70,13 @@ final class PredictorStage: Stage {
                        range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
                        range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
+            OptionSpec("alpha", .double, default: .double(2.4), range: 2...100,
+                       doc: "power-law exponent of the marks (> 2), for n* = p E[m] when parameters carry no n_star; E[m] = mu (alpha-1)/(alpha-2)"),
+            OptionSpec("mu", .double, default: .double(10), range: 1e-9...1e12,
+                       doc: "minimum mark of the power law, in followers (> 0), for n* = p E[m] when parameters carry no n_star"),
+            OptionSpec("n_supp", .choice(NSuppMeaning.allCases.map(\.rawValue)), default: .string(NSuppMeaning.supplementary.rawValue),
+                       doc: "what the n_supp field of parameters read from a topic means, used when they carry no G1: "
+                           + "supplementary = G1/(1-n*); total = n_obs + G1/(1-n*) (the course majority)"),
         ],
         make: { _, options in try PredictorStage(options: options) })
         .declaring(summaryColumns: [
@@ -82,6 +89,9 @@ final class PredictorStage: Stage {
     let alertMinSize: Double
     let maxPending: Int
     let pendingTTL: Duration
+    /// E[m] = mu (alpha − 1)/(alpha − 2), for parameters without n*.
+    let meanMark: Double
+    let nSuppMeaning: NSuppMeaning
 
     init(options: StageOptions) throws {
         guard let mode = CorrectionMode(rawValue: try options.string("mode")) else {
@@ -97,6 +107,11 @@ final class PredictorStage: Stage {
         let ttl = try options.double("pending_ttl")
         guard ttl.isFinite, ttl >= 0 else { throw StageConfigError(option: "pending_ttl", "expected a number of seconds >= 0") }
         pendingTTL = .nanoseconds(Int64(min(ttl, 1e9) * 1e9))
+        let alpha = try options.double("alpha"), mu = try options.double("mu")
+        guard alpha.isFinite, alpha > 2 else { throw StageConfigError(option: "alpha", "expected a number > 2 (E[m] is infinite otherwise)") }
+        guard mu.isFinite, mu > 0 else { throw StageConfigError(option: "mu", "expected a number > 0") }
+        meanMark = mu * (alpha - 1) / (alpha - 2)
+        nSuppMeaning = NSuppMeaning(rawValue: try options.string("n_supp")) ?? .supplementary
     }
 
     func run(_ context: StageContext) async throws {
@@ -242,7 +257,9 @@ final class PredictorStage: Stage {
                 case .unknown: waitingSize = nil
                 }
                 let inputs: HawkesInputs
-                switch HawkesInputs.make(p) {
+                if p.nStar.isNaN { counters.add("computed_n_star") }
+                if p.g1.isNaN { counters.add("computed_G1") }
+                switch HawkesInputs.make(p, meanMark: meanMark, nSupp: nSuppMeaning) {
                 case .success(let h): inputs = h
                 case .failure(let invalid):
                     counters.reject("invalid_\(invalid.field)")

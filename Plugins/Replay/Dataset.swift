@@ -140,7 +140,7 @@ struct LongFormatParser: LineParser {
         guard commas == 2 else { return skip(RejectReason.invalidCSV, "expected 3 fields, found \(commas + 1)") }
         let id: CascadeID, t: Double, m: Double
         do throws(NumberProblem) {
-            id = try parseInt(fields[0])
+            id = CascadeID(try parseInt(fields[0]))
             t = try parseDouble(fields[1])
             m = try parseDouble(fields[2])
         } catch {
@@ -282,7 +282,7 @@ struct CourseIndexParser: LineParser {
     private var used: [UInt64]
     private var fields: [UnsafeBufferPointer<UInt8>] = []
     private var headerChecked = false
-    private var position: CascadeID = -1
+    private var position: Int64 = -1
 
     init(path: String, dataPath: String, rows data: Dataset) {
         self.path = path
@@ -347,7 +347,7 @@ struct CourseIndexParser: LineParser {
             count += 1
         }
         guard count > 0 else { return skip("empty_cascade", "every row of range \(first)...\(last) was rejected") }
-        data.ids.append(position)
+        data.ids.append(CascadeID(position))
         data.starts.append(lo)
         data.ends.append(hi)
         data.events += count

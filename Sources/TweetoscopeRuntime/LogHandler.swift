@@ -62,5 +62,12 @@ func observe(_ event: LogEvent, metadata: Logger.Metadata) -> (stage: String, me
     let stage = all.removeValue(forKey: "stage").map { "\($0)" } ?? "daemon"
     countLogLine(event.level, stage: stage)
     if event.level >= .warning { LastProblem.shared.record("\(event.message)") }
+    if LogTap.shared.isActive {
+        var text = "\(event.message)"
+        for key in all.keys.sorted() { text += " \(key)=\(all[key]!)" }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        LogTap.shared.publish(LogTap.Record(time: Int64(now.tv_sec), level: event.level, stage: stage, message: text))
+    }
     return (stage, all)
 }

@@ -283,6 +283,9 @@ public final class Pipeline: Sendable {
         let progressInterval = config.settings.progressInterval
         let shutdownTimeout = config.settings.shutdownTimeout
         let logger = self.logger
+        // Background stages (the log forwarder) end once every other stage has returned.
+        let foreground = wired.count(where: { !$0.0.descriptor.background })
+        let foregroundLeft = StartedStages(foreground < wired.count ? foreground : -1)
         await withTaskGroup(of: Bool.self) { group in
             for (stage, context) in wired {
                 group.addTask {
@@ -307,6 +310,10 @@ public final class Pipeline: Sendable {
                     for output in context.allOutputs { if failure == nil { output.finish() } else { output.fail() } }
                     for (_, input) in context.allInputs { input.detach() }
                     self.live.withLock { _ = $0.finished.insert(stage.name) }
+                    if !stage.descriptor.background,
+                       foregroundLeft.less() == 0, !stop.isRequested {
+                        stop.request()
+                    }
                     let seconds = (clock.now - began).seconds
                     reports.withLock {
                         $0[stage.name] = RunSummary.StageReport(name: stage.name, type: stage.type,
@@ -359,9 +366,12 @@ public final class Pipeline: Sendable {
 
 /// Counts the stages whose task has started.
 private final class StartedStages: Sendable {
-    private let count = Atomic<Int>(0)
+    private let count: Atomic<Int>
+    init(_ start: Int = 0) { count = Atomic(start) }
     /// Counts one more; returns the count.
     func one() -> Int { count.add(1, ordering: .acquiringAndReleasing).newValue }
+    /// Counts one less; returns the count.
+    func less() -> Int { count.subtract(1, ordering: .acquiringAndReleasing).newValue }
 }
 
 /// Both observers of a stream (metrics, tap), either possibly nil.

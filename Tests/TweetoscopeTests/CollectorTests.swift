@@ -331,7 +331,7 @@ import TweetoscopeCore
         var events: [Tweet] = []
         var clocks: [SourceID: Double] = [0: 0, 1: 5000, 2: 70]
         var recent: [SourceID: [CascadeID]] = [0: [], 1: [], 2: []]
-        var nextID: CascadeID = 1
+        var nextID: Int64 = 1
         for _ in 0..<30_000 {
             let source = SourceID(rng.below(3))
             clocks[source]! += Double(rng.below(4))   // 0 makes ties
@@ -343,11 +343,11 @@ import TweetoscopeCore
                 events.append(Tweet(kind: .tweet, time: t, magnitude: 1, source: source,
                                     cascade: ids[rng.below(ids.count)]))
             } else if roll == 2 {                          // unknown cascade
-                events.append(Tweet(kind: .retweet, time: t, magnitude: 1, source: source, cascade: -nextID))
+                events.append(Tweet(kind: .retweet, time: t, magnitude: 1, source: source, cascade: CascadeID(-nextID)))
             } else if roll >= 80 || ids.isEmpty {
                 events.append(Tweet(kind: .tweet, msg: "m\(nextID)", time: t, magnitude: Double(rng.below(1000)),
-                                    source: source, cascade: nextID))
-                recent[source]!.append(nextID)
+                                    source: source, cascade: CascadeID(nextID)))
+                recent[source]!.append(CascadeID(nextID))
                 if recent[source]!.count > 12 { recent[source]!.removeFirst() }
                 nextID += 1
             } else {                                   // recent ones are often already ended: late events

@@ -137,7 +137,7 @@ final class Flag: @unchecked Sendable {
         var s = Stream()
         var clocks: [Double] = [0, 0, 0]
         var open: [[CascadeID]] = [[], [], []]
-        var next: CascadeID = 1
+        var next: Int64 = 1
         var offsets: [Int64] = [0, 0]
         for _ in 0..<events {
             let source = below(3)
@@ -145,7 +145,7 @@ final class Flag: @unchecked Sendable {
             let kind: Tweet.Kind = open[source].isEmpty || below(100) < 12 ? .tweet : .retweet
             let cascade: CascadeID
             if kind == .tweet {
-                cascade = next
+                cascade = CascadeID(next)
                 next += 1
                 open[source].append(cascade)
                 if open[source].count > 6 { open[source].removeFirst() }

@@ -240,7 +240,7 @@ import TweetoscopeCore
 
     @Test func invalidParametersAreRejected() async throws {
         let nan = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 3, p: 0.01, beta: 0.001,
-                                    nStar: .nan, g1: 1)
+                                    nStar: -0.5, g1: 1)
         let noObs = CascadeParameters(cascade: 2, msg: "m", tObs: 600, nObs: 0, nSupp: 3, p: 0.01, beta: 0.001,
                                       nStar: 0.5, g1: 1)
         let o = try await Self.predict([[.parameters(nan), .parameters(noObs)]], mode: "course")
@@ -255,6 +255,35 @@ import TweetoscopeCore
                                   nStar: 0.5, g1: .nan)
         let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 30)]], mode: "course")
         #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+    }
+
+    /// The base spec's parameters (issue 14): no n_star, no G1. n* = p·E[m] = 0.01·35 = 0.35 with
+    /// the course's alpha 2.4, mu 10 (E[m] = 10·1.4/0.4 = 35); G1 = s·(1 − n*) = 8·0.65 = 5.2
+    /// with s = 8 supplementary events (n_supp 8 read as supplementary, or 18 read as the total
+    /// with n_obs 10). Course mode without a model: N = 10 + 5.2/0.65 = 18, ARE = |18 − 30|/30 =
+    /// 0.4, W = (30 − 10)·0.65/5.2 = 2.5.
+    @Test(arguments: [(8.0, "supplementary"), (18.0, "total")])
+    func missingNStarAndG1AreDerived(nSupp: Double, meaning: String) async throws {
+        let p = CascadeParameters(cascade: "tw1", msg: "m", tObs: 600, nObs: 10, nSupp: nSupp, nSuppMeaning: nil,
+                                  p: 0.01, beta: 0.001, nStar: .nan, g1: .nan)
+        let o = try await Self.predict([[.parameters(p), .size(CascadeSize(cascade: "tw1", tObs: 600, nTot: 30, tEnd: 0))]],
+                                       mode: "course", extra: ["n_supp": .string(meaning)])
+        #expect(o.counters["computed_n_star"] == 1 && o.counters["computed_G1"] == 1)
+        #expect(o.alerts.count == 1 && abs(o.alerts[0].nTot - 18) < 1e-9)
+        #expect(o.stats.count == 1 && abs(o.stats[0].are - 0.4) < 1e-12)
+        #expect(o.samples.count == 1 && o.samples[0].cascade == "tw1")
+        let x = o.samples[0].x
+        #expect(x.count == 3 && x[0] == 0.001 && abs(x[1] - 0.35) < 1e-12 && abs(x[2] - 5.2) < 1e-12)
+        #expect(abs(o.samples[0].w - 2.5) < 1e-9)
+    }
+
+    /// alpha 3, mu 2: E[m] = 2·2/1 = 4, so n* = 0.1·4 = 0.4 and G1 = 6·0.6 = 3.6; N = 10 + 6 = 16.
+    @Test func markOptionsSetTheDerivedNStar() async throws {
+        let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 6, nSuppMeaning: nil,
+                                  p: 0.1, beta: 0.001, nStar: .nan, g1: .nan)
+        let o = try await Self.predict([[.parameters(p)]], mode: "course",
+                                       extra: ["alpha": .double(3), "mu": .double(2)])
+        #expect(o.alerts.count == 1 && abs(o.alerts[0].nTot - 16) < 1e-9)
     }
 
     // MARK: duplicates, alerts, memory bounds

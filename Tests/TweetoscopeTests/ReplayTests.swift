@@ -288,8 +288,8 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
         let groups = byCascade(out)
         #expect(groups.count == 4)
         #expect(counters["cascades"] == 4)
-        for (id, events) in groups { #expect(events.count == Int(id)) }
-        #expect(out.count == groups.keys.reduce(0) { $0 + Int($1) })
+        for (id, events) in groups { #expect(events.count == Int(id.number!)) }
+        #expect(out.count == groups.keys.reduce(0) { $0 + Int($1.number!) })
     }
 
     @Test func timeAccelerationPacesTheReplay() async throws {

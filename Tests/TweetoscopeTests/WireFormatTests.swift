@@ -33,7 +33,7 @@ fileprivate func reason(_ bytes: [UInt8], key: String? = nil) -> String? {
         (#"{"type": "tweet", "t": 1, "m": 2}"#, "missing_field"),
         (#"{"type": "tweet", "t": "1", "m": 2, "tweet_id": 3}"#, "wrong_type"),
         (#"{"type": "tweet", "t": null, "m": 2, "tweet_id": 3}"#, "wrong_type"),
-        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": "3"}"#, "wrong_type"),
+        (#"{"type": "tweet", "t": 1, "m": 2, "tweet_id": [3]}"#, "wrong_type"),  // "3" is a valid (string) id
         (#"{"type": "tweet", "t": -1, "m": 2, "tweet_id": 3}"#, "negative"),
         (#"{"type": "tweet", "t": 1, "m": -2, "tweet_id": 3}"#, "negative"),
         (#"{"type": "tweet", "t": 1e13, "m": 2, "tweet_id": 3}"#, "out_of_range"),
@@ -97,6 +97,71 @@ fileprivate func reason(_ bytes: [UInt8], key: String? = nil) -> String? {
         let p = try WireFormat.decode(Array(#"{"type": "parameters", "cid": 1, "msg": "m", "T_obs": 600, "n_obs": 10, "n_supp": 2.5, "params": [0.1, 0.001]}"#.utf8))
         #expect(String(decoding: WireFormat.encode(p), as: UTF8.self)
                 == #"{"T_obs":600,"cid":1,"msg":"m","n_obs":10,"n_supp":2.5,"params":[0.1,0.001],"type":"parameters"}"#)
+    }
+}
+
+/// The course's variants (spec §1, issue 14), decoded as the course means them.
+@Suite struct CourseVariantTests {
+    func decode(_ text: String, key: String? = nil) throws -> (Message, coerced: Bool) {
+        var coerced = false
+        let m = try WireFormat.decode(Array(text.utf8), key: key, coercedMsg: &coerced)
+        return (m, coerced)
+    }
+
+    @Test(arguments: [
+        // (msg JSON, text, coerced)
+        (#""hello""#, "hello", false),
+        ("null", "None", true),
+        ("42", "42", true),
+        ("-3.5", "-3.5", true),
+        ("true", "true", true),
+        (#"[1, "a", null]"#, #"[1,"a",null]"#, true),
+        (#"{"b": 1, "a": "x\"y"}"#, #"{"a":"x\"y","b":1}"#, true),
+    ])
+    func msgOfAnyTypeIsText(msg: String, text: String, coerced: Bool) throws {
+        let (m, c) = try decode(#"{"type": "alert", "cid": 1, "msg": \#(msg), "T_obs": 600, "n_tot": 158}"#)
+        #expect(m == .alert(Alert(cascade: 1, msg: text, tObs: 600, nTot: 158)))
+        #expect(c == coerced)
+        let (t, ct) = try decode(#"{"type": "tweet", "msg": \#(msg), "t": 0, "m": 1, "tweet_id": 5}"#, key: "2")
+        #expect(t == .tweet(Tweet(kind: .tweet, msg: text, time: 0, magnitude: 1, source: 2, cascade: 5)))
+        #expect(ct == coerced)
+    }
+
+    @Test func cidsRoundTripAsTheyCame() throws {
+        let string = #"{"ARE":0.5,"T_obs":600,"cid":"tw23981","type":"stat"}"#
+        let number = #"{"ARE":0.5,"T_obs":600,"cid":23981,"type":"stat"}"#
+        let quoted = #"{"ARE":0.5,"T_obs":600,"cid":"23981","type":"stat"}"#
+        for text in [string, number, quoted] {
+            let (m, _) = try decode(text)
+            #expect(String(decoding: WireFormat.encode(m), as: UTF8.self) == text)
+        }
+        #expect(try decode(string).0.cascade == "tw23981")
+        #expect(try decode(number).0.cascade == 23981)
+        #expect(try decode(quoted).0.cascade != 23981)
+        #expect(reason(#"{"ARE":0.5,"T_obs":600,"cid":1.5,"type":"stat"}"#) == "out_of_range")
+        #expect(reason(#"{"ARE":0.5,"T_obs":600,"cid":null,"type":"stat"}"#) == "wrong_type")
+        #expect(reason(#"{"type": "tweet", "t": 0, "m": 1, "tweet_id": "tw1"}"#) == nil)
+    }
+
+    @Test func parametersVariants() throws {
+        func params(_ text: String) throws -> CascadeParameters {
+            guard case .parameters(let p) = try decode(text, key: "600").0 else { throw WireFormatError("not parameters") }
+            return p
+        }
+        // Base spec: [p, beta], no n_star/G1 (NaN: the predictor derives them), T_obs from the key.
+        let base = try params(#"{"type": "parameters", "cid": "tw23981", "msg": "blah blah", "n_obs": 32, "n_supp": 120, "params": [0.0423, 124.312]}"#)
+        #expect(base.tObs == 600 && base.p == 0.0423 && base.beta == 124.312 && base.nStar.isNaN && base.g1.isNaN)
+        #expect(base.nSuppMeaning == nil && base.supplementary(assuming: .total) == 88 && base.supplementary(assuming: .supplementary) == 120)
+        // GAS: [p, beta, n_star, G1].
+        let four = try params(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 0.7, 12.5]}"#)
+        #expect(four.nStar == 0.7 && four.g1 == 12.5)
+        // AHM: [p, beta, G1].
+        let three = try params(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 12.5]}"#)
+        #expect(three.nStar.isNaN && three.g1 == 12.5)
+        // Fields win over params.
+        let both = try params(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 0.7, 12.5], "n_star": 0.6, "G1": 3}"#)
+        #expect(both.nStar == 0.6 && both.g1 == 3)
+        #expect(reason(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 0.7, 12.5, 1]}"#, key: "600") == "invalid_field")
     }
 }
 

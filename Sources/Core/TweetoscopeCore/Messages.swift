@@ -2,8 +2,66 @@
 // through in-memory streams; between daemons they travel as JSON in the course's 2021 wire format
 // (see WireFormat.swift).
 
-/// Identifier of a cascade: the generator's `tweet_id` (2021 format), shared by all its events.
-public typealias CascadeID = Int64
+/// Identifier of a cascade (`cid` on the wire; `tweet_id` in `tweets`), shared by all its events.
+///
+/// An opaque id: the course generator writes integers, the spec's own examples strings
+/// (`"cid": "tw23981"`, spec §1). Both are accepted and written back **as they came** (an integer
+/// stays a JSON number, a string stays a string, so `"42"` and `42` are different ids). Integers
+/// must fit in 64 bits; ids are only compared for equality, and ordered (numbers before strings,
+/// numbers by value, strings by their UTF-8 bytes) only to break ties deterministically.
+public enum CascadeID: Sendable, Hashable, Comparable, Codable, ExpressibleByIntegerLiteral,
+    ExpressibleByStringLiteral, LosslessStringConvertible {
+    case number(Int64)
+    case string(String)
+
+    public init(_ value: Int64) { self = .number(value) }
+    public init(_ value: Int) { self = .number(Int64(value)) }
+    public init(integerLiteral value: Int64) { self = .number(value) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    /// The id whose text is `description`: a number when it is a decimal integer, else a string.
+    public init?(_ description: String) {
+        self = Int64(description).map(CascadeID.number) ?? .string(description)
+    }
+
+    /// The integer id, nil for a string id.
+    public var number: Int64? { if case .number(let n) = self { n } else { nil } }
+
+    public var description: String {
+        switch self {
+        case .number(let n): String(n)
+        case .string(let s): s
+        }
+    }
+
+    public static func < (a: CascadeID, b: CascadeID) -> Bool {
+        switch (a, b) {
+        case (.number(let x), .number(let y)): x < y
+        case (.number, .string): true
+        case (.string, .number): false
+        case (.string(let x), .string(let y)): Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8))
+        }
+    }
+
+    /// Decodes a JSON integer or string; anything else (a fraction, null, an array...) throws
+    /// a type mismatch (`wrong_type`), and an integer beyond 64 bits a corrupted-data error
+    /// (`out_of_range`).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else {
+            self = .number(try c.decode(Int64.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .number(let n): try c.encode(n)
+        case .string(let s): try c.encode(s)
+        }
+    }
+}
 
 /// Identifier of a tweet source: the generator thread number, i.e. the Kafka key of `tweets`.
 public typealias SourceID = Int64
@@ -109,8 +167,13 @@ public struct CascadeSize: Sendable, Hashable {
 
 /// Marked-Hawkes parameters estimated on one partial cascade (spec §1.3, §4.4; key = T_obs).
 ///
-/// `nSupp` is the **supplementary** count G1/(1 − n*): the events still to come according to the
-/// raw Hawkes model, so the raw forecast of the final size is `nObs + nSupp`.
+/// `nSupp` is the `n_supp` field as written on the wire. Its meaning is an open point of the
+/// course (spec §1.3): the **supplementary** count G1/(1 − n*) (the events still to come, so the
+/// raw forecast is `nObs + nSupp`; the name's meaning and our default) or the **total** forecast
+/// n_obs + G1/(1 − n*) (five course implementations). `nSuppMeaning` says which when the writer
+/// knows (the estimator stage sets it); a decoded message has nil and the reader's option decides.
+/// `nStar` and `g1` are NaN when the writer did not send them (the base spec's
+/// `{"params": [p, beta]}`); readers then derive them (spec §5).
 public struct CascadeParameters: Sendable, Hashable {
     public var cascade: CascadeID
     public var msg: String
@@ -118,29 +181,67 @@ public struct CascadeParameters: Sendable, Hashable {
     public var tObs: Int
     /// Events observed in the window.
     public var nObs: Int
-    /// Supplementary events forecast by the Hawkes model, G1/(1 − n*).
+    /// The `n_supp` field: supplementary events G1/(1 − n*), or the total forecast (see `nSuppMeaning`).
     public var nSupp: Double
+    /// What `nSupp` means; nil when unknown (decoded from the wire). Ignored by `==` and hashing
+    /// (NaN `nStar`/`g1`, "not sent", compare equal).
+    public var nSuppMeaning: NSuppMeaning?
     /// Infectiousness p (dimensionless).
     public var p: Double
     /// Decay rate beta in 1/s.
     public var beta: Double
-    /// Branching factor n* = p·E[m].
+    /// Branching factor n* = p·E[m]; NaN when not sent.
     public var nStar: Double
-    /// Expected number of direct offspring still to come from the observed events.
+    /// Expected number of direct offspring still to come from the observed events; NaN when not sent.
     public var g1: Double
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
+                nSuppMeaning: NSuppMeaning? = .supplementary,
                 p: Double, beta: Double, nStar: Double, g1: Double) {
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
         self.nObs = nObs
         self.nSupp = nSupp
+        self.nSuppMeaning = nSuppMeaning
         self.p = p
         self.beta = beta
         self.nStar = nStar
         self.g1 = g1
     }
+
+    public static func == (a: CascadeParameters, b: CascadeParameters) -> Bool {
+        a.cascade == b.cascade && a.msg == b.msg && a.tObs == b.tObs && a.nObs == b.nObs
+            && a.nSupp == b.nSupp && a.p == b.p && a.beta == b.beta
+            && (a.nStar == b.nStar || (a.nStar.isNaN && b.nStar.isNaN))
+            && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN))
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(cascade)
+        hasher.combine(msg)
+        hasher.combine(tObs)
+        hasher.combine(nObs)
+        hasher.combine(nSupp)
+        hasher.combine(p)
+        hasher.combine(beta)
+        hasher.combine(nStar.isNaN ? 0 : nStar)
+        hasher.combine(g1.isNaN ? 0 : g1)
+    }
+
+    /// The supplementary count G1/(1 − n*) that `nSupp` stands for, reading it as `assumed`
+    /// when the message does not say (`total` → nSupp − nObs).
+    public func supplementary(assuming assumed: NSuppMeaning) -> Double {
+        (nSuppMeaning ?? assumed) == .total ? nSupp - Double(nObs) : nSupp
+    }
+}
+
+/// The meaning of a `parameters` message's `n_supp` (spec §1.3, open point).
+public enum NSuppMeaning: String, Sendable, Hashable, CaseIterable {
+    /// G1/(1 − n*), the events still to come (the name's meaning; tweetoscoped's default).
+    case supplementary
+    /// n_obs + G1/(1 − n*), the total forecast (the majority of the course's implementations).
+    case total
 }
 
 /// A training sample for the learner (spec §1.4, key = T_obs): features `x` and target `w`.

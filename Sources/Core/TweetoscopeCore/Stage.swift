@@ -138,6 +138,10 @@ public struct StageDescriptor: Sendable {
     public var summaryColumns: [SummaryColumn] = []
     /// Gauges summed into the daemon's status line (``StatusGauge``).
     public var statusGauges: [StatusGauge] = []
+    /// A background stage (no inputs; e.g. one forwarding the daemon's log) does not keep a run
+    /// alive: once every other stage has returned, the pipeline requests a stop, and the
+    /// background stage flushes and returns.
+    public var background = false
 
     public init(type: String, summary: String, inputs: [PortSpec], outputs: [PortSpec], options: [OptionSpec],
                 acknowledgement: InputAcknowledgement = .onReceipt,

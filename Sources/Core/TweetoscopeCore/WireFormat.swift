@@ -6,9 +6,16 @@
 // - window-keyed values (`size`, `parameters`, `sample`, `model`) also carry `T_obs` in the value,
 //   so a JSON-lines file keeps the window that Kafka would carry in the key; course consumers
 //   ignore the extra field;
-// - `parameters` carries `n_supp` = G1/(1 − n*) (the supplementary count, as the name says) plus
-//   `n_star` and `G1` (spec §1.3);
+// - `parameters` carries `n_supp` as its writer set it (the estimator's `n_supp` option:
+//   G1/(1 − n*), the supplementary count, by default) plus `n_star` and `G1` (spec §1.3);
 // - keys are written sorted, so equal messages give equal bytes.
+//
+// Reading, the course's variants are accepted (spec §1): cids and tweet_ids that are integers or
+// strings (kept as they came, see ``CascadeID``); a `msg` of any JSON type, converted to text
+// (null → "None", as Python's str(None); a number or boolean → its JSON text; an array or object
+// → its compact JSON) and reported through `coercedMsg`, since msg is only ever displayed;
+// `parameters` without `n_star`/`G1` (NaN, for the reader to derive), with `params` of four
+// elements `[p, beta, n_star, G1]` or three `[p, beta, G1]` (fields win over params).
 
 import FoundationEssentials
 
@@ -25,20 +32,128 @@ public struct WireFormatError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.init(RejectReason.invalidField, description) }
 }
 
+/// A `msg` field: any JSON value, as text; `coerced` when it was not a JSON string.
+struct WireText: Codable {
+    var text: String
+    var coerced = false
+
+    init(_ text: String) { self.text = text }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) {
+            text = s
+            return
+        }
+        coerced = true
+        if c.decodeNil() {
+            text = "None"
+        } else {
+            text = try c.decode(AnyJSON.self).json
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
+    }
+}
+
+/// Any JSON value, kept only to be written back as compact JSON text.
+private indirect enum AnyJSON: Decodable {
+    case null, bool(Bool), integer(Int64), number(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
+
+    init(from decoder: any Decoder) throws {
+        if let c = try? decoder.container(keyedBy: AnyKey.self) {
+            var o: [String: AnyJSON] = [:]
+            for k in c.allKeys { o[k.stringValue] = try c.decode(AnyJSON.self, forKey: k) }
+            self = .object(o)
+        } else if var c = try? decoder.unkeyedContainer() {
+            var a: [AnyJSON] = []
+            while !c.isAtEnd { a.append(try c.decode(AnyJSON.self)) }
+            self = .array(a)
+        } else {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() { self = .null }
+            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+            else if let i = try? c.decode(Int64.self) { self = .integer(i) }
+            else if let d = try? c.decode(Double.self) { self = .number(d) }
+            else { self = .string(try c.decode(String.self)) }
+        }
+    }
+
+    /// Compact JSON, object keys sorted.
+    var json: String {
+        switch self {
+        case .null: "null"
+        case .bool(let b): b ? "true" : "false"
+        case .integer(let i): String(i)
+        case .number(let d): "\(d)"
+        case .string(let s): Self.quote(s)
+        case .array(let a): "[" + a.map(\.json).joined(separator: ",") + "]"
+        case .object(let o): "{" + o.keys.sorted().map { Self.quote($0) + ":" + o[$0]!.json }.joined(separator: ",") + "}"
+        }
+    }
+
+    private static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += "\\u00" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}
+
 private struct TweetWire: Codable {
     var type: String
-    var msg: String?
+    var msg: WireText?
     var t: Double
     var m: Double
     var tweet_id: CascadeID?
     var source: SourceID?
     var info: String?
+
+    init(type: String, msg: WireText?, t: Double, m: Double, tweet_id: CascadeID?, source: SourceID?, info: String?) {
+        self.type = type
+        self.msg = msg
+        self.t = t
+        self.m = m
+        self.tweet_id = tweet_id
+        self.source = source
+        self.info = info
+    }
+
+    private enum CodingKeys: String, CodingKey { case type, msg, t, m, tweet_id, source, info }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.decode(String.self, forKey: .type)
+        // A null msg is a value to convert ("None", counted), not a missing field.
+        msg = c.contains(.msg) ? try c.decode(WireText.self, forKey: .msg) : nil
+        t = try c.decode(Double.self, forKey: .t)
+        m = try c.decode(Double.self, forKey: .m)
+        tweet_id = try c.decodeIfPresent(CascadeID.self, forKey: .tweet_id)
+        source = try c.decodeIfPresent(SourceID.self, forKey: .source)
+        info = try c.decodeIfPresent(String.self, forKey: .info)
+    }
 }
 
 private struct SeriesWire: Codable {
     var type: String
     var cid: CascadeID
-    var msg: String
+    var msg: WireText
     var T_obs: Int
     var tweets: [[Double]]
 }
@@ -54,7 +169,7 @@ private struct SizeWire: Codable {
 private struct ParametersWire: Codable {
     var type: String
     var cid: CascadeID
-    var msg: String
+    var msg: WireText
     var T_obs: Int?
     var n_obs: Int
     var n_supp: Double
@@ -91,7 +206,7 @@ private struct ModelWire: Codable {
 private struct AlertWire: Codable {
     var type: String
     var cid: CascadeID
-    var msg: String
+    var msg: WireText
     var T_obs: Int
     var n_tot: Double
 }
@@ -128,20 +243,20 @@ public enum WireFormat {
             switch message {
             case .tweet(let t):
                 data = try encoder.encode(TweetWire(
-                    type: t.kind.rawValue, msg: t.msg, t: t.time, m: t.magnitude,
+                    type: t.kind.rawValue, msg: WireText(t.msg), t: t.time, m: t.magnitude,
                     tweet_id: t.cascade, source: nil, info: t.info))
             case .series(let s):
                 var pairs: [[Double]] = []
                 pairs.reserveCapacity(s.times.count)
                 for i in s.times.indices { pairs.append([s.times[i], s.magnitudes[i]]) }
                 data = try encoder.encode(SeriesWire(
-                    type: "serie", cid: s.cascade, msg: s.msg, T_obs: s.tObs, tweets: pairs))
+                    type: "serie", cid: s.cascade, msg: WireText(s.msg), T_obs: s.tObs, tweets: pairs))
             case .size(let s):
                 data = try encoder.encode(SizeWire(
                     type: "size", cid: s.cascade, T_obs: s.tObs, n_tot: s.nTot, t_end: s.tEnd))
             case .parameters(let p):
                 data = try encoder.encode(ParametersWire(
-                    type: "parameters", cid: p.cascade, msg: p.msg, T_obs: p.tObs, n_obs: p.nObs,
+                    type: "parameters", cid: p.cascade, msg: WireText(p.msg), T_obs: p.tObs, n_obs: p.nObs,
                     n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
                     G1: p.g1.isNaN ? nil : p.g1))
             case .sample(let s):
@@ -154,7 +269,7 @@ public enum WireFormat {
                                  right: $0.right, value: $0.value)
                     }))
             case .alert(let a):
-                data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: a.msg, T_obs: a.tObs, n_tot: a.nTot))
+                data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: WireText(a.msg), T_obs: a.tObs, n_tot: a.nTot))
             case .stat(let s):
                 data = try encoder.encode(StatWire(type: "stat", cid: s.cascade, T_obs: s.tObs, ARE: s.are))
             case .log(let l):
@@ -193,6 +308,13 @@ public enum WireFormat {
     ///   magnitude above ``InputLimits``; a window <= 0), `negative` (times, magnitudes, counts),
     ///   `out_of_order` (series times), `invalid_field` (other inconsistencies).
     public static func decode(_ bytes: some Collection<UInt8>, key: String? = nil) throws -> Message {
+        var coerced = false
+        return try decode(bytes, key: key, coercedMsg: &coerced)
+    }
+
+    /// Decodes one JSON value as ``decode(_:key:)`` does, setting `coercedMsg` when the value's
+    /// `msg` was not a JSON string and was converted to text (readers count it `coerced_msg`).
+    public static func decode(_ bytes: some Collection<UInt8>, key: String?, coercedMsg: inout Bool) throws -> Message {
         let data = Data(bytes)
         if let bad = data.withUnsafeBytes({ UTF8Validation.firstInvalidByte($0.bindMemory(to: UInt8.self)) }) {
             throw WireFormatError(RejectReason.invalidUTF8, "invalid UTF-8 at byte \(bad)")
@@ -218,7 +340,8 @@ public enum WireFormat {
                 guard let cid = w.tweet_id else { throw WireFormatError(RejectReason.missingField, "field tweet_id: missing") }
                 let source: SourceID
                 if let key, let k = SourceID(key) { source = k } else { source = w.source ?? 0 }
-                return .tweet(Tweet(kind: type == "tweet" ? .tweet : .retweet, msg: w.msg ?? "None",
+                coercedMsg = w.msg?.coerced ?? false
+                return .tweet(Tweet(kind: type == "tweet" ? .tweet : .retweet, msg: w.msg?.text ?? "None",
                                     time: w.t, magnitude: w.m, source: source, cascade: cid, info: w.info ?? ""))
             case "serie":
                 let w = try decoder.decode(SeriesWire.self, from: data)
@@ -240,7 +363,8 @@ public enum WireFormat {
                 }
                 // Absolute times (2020 variant, spec §1.2) are shifted so the first tweet is at 0.
                 if let first = times.first, first != 0 { times = times.map { $0 - first } }
-                return .series(Series(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), times: times, magnitudes: marks))
+                coercedMsg = w.msg.coerced
+                return .series(Series(cascade: w.cid, msg: w.msg.text, tObs: try window(w.T_obs), times: times, magnitudes: marks))
             case "size":
                 let w = try decoder.decode(SizeWire.self, from: data)
                 guard w.n_tot >= 0 else { throw WireFormatError(RejectReason.negative, "field n_tot: \(w.n_tot) < 0") }
@@ -248,11 +372,17 @@ public enum WireFormat {
                 return .size(CascadeSize(cascade: w.cid, tObs: try keyedWindow(w.T_obs), nTot: w.n_tot, tEnd: w.t_end))
             case "parameters":
                 let w = try decoder.decode(ParametersWire.self, from: data)
-                guard w.params.count >= 2 else { throw WireFormatError("field params: expected [p, beta]") }
+                guard (2...4).contains(w.params.count) else {
+                    throw WireFormatError("field params: expected [p, beta], [p, beta, G1] or [p, beta, n_star, G1], found \(w.params.count) numbers")
+                }
                 guard w.n_obs >= 0 else { throw WireFormatError(RejectReason.negative, "field n_obs: \(w.n_obs) < 0") }
+                // Course variants (spec §1.3): GAS appends [n_star, G1] to params, AHM appends G1.
+                let nStar = w.n_star ?? (w.params.count == 4 ? w.params[2] : .nan)
+                let g1 = w.G1 ?? (w.params.count >= 3 ? w.params[w.params.count - 1] : .nan)
+                coercedMsg = w.msg.coerced
                 return .parameters(CascadeParameters(
-                    cascade: w.cid, msg: w.msg, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
-                    p: w.params[0], beta: w.params[1], nStar: w.n_star ?? .nan, g1: w.G1 ?? .nan))
+                    cascade: w.cid, msg: w.msg.text, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
+                    nSuppMeaning: nil, p: w.params[0], beta: w.params[1], nStar: nStar, g1: g1))
             case "sample":
                 let w = try decoder.decode(SampleWire.self, from: data)
                 return .sample(Sample(cascade: w.cid, tObs: try keyedWindow(w.T_obs), x: w.X, w: w.W))
@@ -274,7 +404,8 @@ public enum WireFormat {
                 return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees))
             case "alert":
                 let w = try decoder.decode(AlertWire.self, from: data)
-                return .alert(Alert(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), nTot: w.n_tot))
+                coercedMsg = w.msg.coerced
+                return .alert(Alert(cascade: w.cid, msg: w.msg.text, tObs: try window(w.T_obs), nTot: w.n_tot))
             case "stat":
                 let w = try decoder.decode(StatWire.self, from: data)
                 guard w.ARE >= 0 else { throw WireFormatError(RejectReason.negative, "field ARE: \(w.ARE) < 0") }

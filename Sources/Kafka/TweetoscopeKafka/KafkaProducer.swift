@@ -160,7 +160,8 @@ public final class KafkaProducer: @unchecked Sendable {
         let record = pending.record
         let err: rd_kafka_resp_err_t = record.topic.withCString { topic in
             record.value.withUnsafeBytes { value in
-                let keyBytes = record.key ?? []
+                // An empty key is a key ("" is not null): librdkafka needs a non-null pointer for it.
+                let keyBytes = record.key.map { $0.isEmpty ? [0] : $0 } ?? []
                 return keyBytes.withUnsafeBytes { key in
                     var vus = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 5)
                     vus[0].vtype = RD_KAFKA_VTYPE_TOPIC
@@ -176,7 +177,7 @@ public final class KafkaProducer: @unchecked Sendable {
                     if record.key != nil {
                         vus[4].vtype = RD_KAFKA_VTYPE_KEY
                         vus[4].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
-                        vus[4].u.mem.size = key.count
+                        vus[4].u.mem.size = record.key!.count
                         count = 5
                     }
                     guard let error = rd_kafka_produceva(rk, vus, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
