@@ -3,60 +3,42 @@
 
 import TweetoscopeCore
 
-/// A growable column of doubles stored in fixed-size chunks, so that growing it never copies nor
-/// over-allocates more than one chunk (a plain array doubles its capacity: up to 2× the memory,
-/// plus the old buffer while copying).
-struct Column: Sendable {
-    private static let shift = 16
-    private static let chunkSize = 1 << shift
-    private static let mask = chunkSize - 1
-    private var chunks: [[Double]] = []
-    private(set) var count = 0
-
-    mutating func append(_ value: Double) {
-        if count & Self.mask == 0 {
-            var chunk: [Double] = []
-            chunk.reserveCapacity(Self.chunkSize)
-            chunks.append(chunk)
-        }
-        chunks[chunks.count - 1].append(value)
-        count += 1
-    }
-
-    subscript(i: Int) -> Double {
-        @inline(__always) get { chunks[i >> Self.shift][i & Self.mask] }
-        set { chunks[i >> Self.shift][i & Self.mask] = newValue }
-    }
-}
-
-/// Every cascade of a data file, events stored contiguously.
+/// Every cascade of a data file: an index in memory (per cascade: id and row range), the rows in
+/// a ``RowStore`` (a scratch file), read back one cascade at a time by the replay.
 ///
-/// Cascade `c` owns rows `starts[c] ..< ends[c]` of `times`/`magnitudes`. A row whose time is NaN
-/// was rejected while loading and is skipped by the replay (course format only: rows are kept so
-/// that index row numbers stay valid). Every cascade holds at least one valid row.
+/// Cascade `c` owns rows `starts[c] ..< ends[c]`. A row whose time is NaN was rejected while
+/// loading and is skipped by the replay (course format only: rows are kept so that index row
+/// numbers stay valid). Every cascade holds at least one valid row.
 struct Dataset: Sendable {
-    /// Event times in seconds since the cascade's first event (course: already rounded).
-    var times = Column()
-    var magnitudes = Column()
-    /// Optional message column (course format with 3 columns): bytes of row r are
-    /// `messagePool[messageOffsets[r] ..< messageOffsets[r + 1]]`.
-    var messageOffsets: [UInt32] = []
-    var messagePool: [UInt8] = []
+    /// Event times in seconds since the cascade's first event (course: already rounded),
+    /// magnitudes, and the optional message column (course format with 3 columns).
+    let rows: RowStore
     var starts: [Int] = []
     var ends: [Int] = []
     var ids: [CascadeID] = []
     /// Valid events across all cascades.
     var events = 0
 
-    var cascadeCount: Int { ids.count }
-    var hasMessages: Bool { !messageOffsets.isEmpty }
+    /// - Throws: ``ReplayError`` when the scratch file cannot be created.
+    init() throws { rows = try RowStore() }
 
-    /// The message of row `r` ("None" when absent or empty).
-    func message(_ r: Int) -> String {
-        guard hasMessages else { return "None" }
-        let lo = Int(messageOffsets[r]), hi = Int(messageOffsets[r + 1])
-        guard hi > lo else { return "None" }
-        return messagePool.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[lo..<hi]), as: UTF8.self) }
+    var cascadeCount: Int { ids.count }
+    var hasMessages: Bool { rows.hasMessages }
+
+    /// The valid rows of cascade `c` (rejected rows left out), read from the scratch file.
+    /// - Throws: ``ReplayError`` for an I/O error on the scratch file.
+    func cascade(_ c: Int) throws -> RowStore.Rows {
+        var all = try rows.load(starts[c]..<ends[c])
+        guard all.times.contains(where: { $0.isNaN }) else { return all }
+        var kept = RowStore.Rows()
+        if all.messages != nil { kept.messages = [] }
+        for k in all.times.indices where !all.times[k].isNaN {
+            kept.times.append(all.times[k])
+            kept.magnitudes.append(all.magnitudes[k])
+            kept.messages?.append(all.messages![k])
+        }
+        all = kept
+        return all
     }
 }
 
@@ -107,19 +89,22 @@ private func eventProblem(time t: Double, magnitude m: Double, timeText: String 
 /// previous row of the cascade). Blank lines are ignored.
 struct LongFormatParser: LineParser {
     let path: String
-    private var data = Dataset()
+    private var data: Dataset
     private var seen = Set<CascadeID>()
     private var current: CascadeID? = nil
     private var lastTime = 0.0
     private var fields: [UnsafeBufferPointer<UInt8>] = []
     private var headerChecked = false
 
-    init(path: String) {
+    /// - Throws: ``ReplayError`` when the scratch file for the rows cannot be created.
+    init(path: String) throws {
         self.path = path
+        data = try Dataset()
         fields.reserveCapacity(3)
     }
 
-    /// Parses one line. - Throws: ``ReplayError`` for a first line that is not the header.
+    /// Parses one line. - Throws: ``ReplayError`` for a first line that is not the header, or an
+    /// I/O error on the scratch file.
     mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
         let bytes = line.bytes
         func skip(_ reason: String, _ detail: String) {
@@ -149,17 +134,16 @@ struct LongFormatParser: LineParser {
         if let (reason, detail) = eventProblem(time: t, magnitude: m) { return skip(reason, detail) }
         if id != current {
             guard !seen.contains(id) else { return skip("not_contiguous", "cascade \(id) continues after another cascade") }
-            if current != nil { data.ends.append(data.times.count) }
+            if current != nil { data.ends.append(data.rows.count) }
             seen.insert(id)
             data.ids.append(id)
-            data.starts.append(data.times.count)
+            data.starts.append(data.rows.count)
             current = id
         } else if t < lastTime {
             return skip(RejectReason.outOfOrder, "time \(t) before \(lastTime) in cascade \(id)")
         }
         lastTime = t
-        data.times.append(t)
-        data.magnitudes.append(m)
+        try data.rows.append(time: t, magnitude: m)
     }
 
     /// The cascades read before a read error cut the file: every cascade but the last one (whose
@@ -171,7 +155,7 @@ struct LongFormatParser: LineParser {
         if current != nil {
             let start = data.starts.removeLast()
             data.ids.removeLast()
-            dropped = data.times.count - start
+            dropped = data.rows.count - start
         }
         data.events = data.ends.last ?? 0
         current = nil
@@ -181,8 +165,8 @@ struct LongFormatParser: LineParser {
     /// The dataset. - Throws: ``ReplayError`` for an empty file (no header).
     mutating func finish() throws -> Dataset {
         guard headerChecked else { throw ReplayError("\(path):1: empty file, expected the header \"cascade,t,m\"") }
-        if current != nil { data.ends.append(data.times.count) }
-        data.events = data.times.count
+        if current != nil { data.ends.append(data.rows.count) }
+        data.events = data.rows.count
         current = nil
         return data
     }
@@ -196,23 +180,26 @@ struct LongFormatParser: LineParser {
 struct CourseRowsParser: LineParser {
     let path: String
     let secondsPerTimeUnit: Double
-    private var data = Dataset()
+    private var data: Dataset
     private var fields: [UnsafeBufferPointer<UInt8>] = []
     private var columns = 0
+    /// The unquoted message of the current row.
+    private var message: [UInt8] = []
 
-    init(path: String, secondsPerTimeUnit: Double) {
+    /// - Throws: ``ReplayError`` when the scratch file for the rows cannot be created.
+    init(path: String, secondsPerTimeUnit: Double) throws {
         self.path = path
         self.secondsPerTimeUnit = secondsPerTimeUnit
+        data = try Dataset()
         fields.reserveCapacity(3)
     }
 
-    private mutating func dropRow() {
-        data.times.append(.nan)
-        data.magnitudes.append(0)
-        if columns == 3 { data.messageOffsets.append(UInt32(truncatingIfNeeded: data.messagePool.count)) }
+    private mutating func dropRow() throws {
+        try data.rows.append(time: .nan, magnitude: 0, message: nil)
     }
 
-    /// Parses one line. - Throws: ``ReplayError`` for a bad header, or a message column beyond 4 GiB.
+    /// Parses one line. - Throws: ``ReplayError`` for a bad header, or an I/O error on the
+    /// scratch file.
     mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
         let bytes = line.bytes
         if columns == 0 {
@@ -222,40 +209,38 @@ struct CourseRowsParser: LineParser {
                 throw ReplayError("\(path):1: expected a header with 1 or 2 commas (time,magnitude[,msg]), found \(String(header.prefix(80)).debugDescription)")
             }
             columns = commas + 1
-            if columns == 3 { data.messageOffsets.append(0) }
+            if columns == 3 { try data.rows.keepMessages() }
             return
         }
-        func skip(_ reason: String, _ detail: String) {
+        func skip(_ reason: String, _ detail: String) throws {
             reject(Rejection(reason: reason, file: path, line: line.number, detail: detail, raw: bytes))
-            dropRow()
+            try dropRow()
         }
-        if line.oversized { return skip(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes") }
-        guard isUTF8(bytes) else { return skip(RejectReason.invalidUTF8, "invalid UTF-8") }
+        if line.oversized { return try skip(RejectReason.oversized, "line of \(line.length) bytes is longer than max_record_bytes") }
+        guard isUTF8(bytes) else { return try skip(RejectReason.invalidUTF8, "invalid UTF-8") }
         let commas = splitFields(bytes, into: &fields, max: columns)
         guard columns == 3 ? commas >= 2 : commas == 1 else {
-            return skip(RejectReason.invalidCSV, "expected \(columns) fields, found \(isBlank(bytes) ? 0 : commas + 1)")
+            return try skip(RejectReason.invalidCSV, "expected \(columns) fields, found \(isBlank(bytes) ? 0 : commas + 1)")
         }
         let t: Double, m: Double
         do throws(NumberProblem) {
             t = try parseDouble(fields[0])
             m = try parseDouble(fields[1])
         } catch {
-            return skip(error.reason, "time and magnitude must be finite numbers")
+            return try skip(error.reason, "time and magnitude must be finite numbers")
         }
         let seconds = (t * secondsPerTimeUnit + 0.5).rounded(.down)
-        if t < 0 || m < 0 { return skip(RejectReason.negative, "negative \(t < 0 ? "time \(t)" : "magnitude \(m)")") }
-        guard seconds.isFinite else { return skip(RejectReason.outOfRange, "time \(t) × seconds_per_time_unit is not finite") }
+        if t < 0 || m < 0 { return try skip(RejectReason.negative, "negative \(t < 0 ? "time \(t)" : "magnitude \(m)")") }
+        guard seconds.isFinite else { return try skip(RejectReason.outOfRange, "time \(t) × seconds_per_time_unit is not finite") }
         if let (reason, detail) = eventProblem(time: seconds, magnitude: m, timeText: "time \(t) × seconds_per_time_unit =") {
-            return skip(reason, detail)
+            return try skip(reason, detail)
         }
-        data.times.append(seconds)
-        data.magnitudes.append(m)
         if columns == 3 {
-            DatasetLoader.appendMessage(trimmed(fields[2]), to: &data.messagePool)
-            guard data.messagePool.count <= Int(UInt32.max) else {
-                throw ReplayError("\(path):\(line.number): the message column exceeds 4 GiB")
-            }
-            data.messageOffsets.append(UInt32(data.messagePool.count))
+            message.removeAll(keepingCapacity: true)
+            DatasetLoader.appendMessage(trimmed(fields[2]), to: &message)
+            try message.withUnsafeBytes { try data.rows.append(time: seconds, magnitude: m, message: $0) }
+        } else {
+            try data.rows.append(time: seconds, magnitude: m)
         }
     }
 
@@ -288,11 +273,12 @@ struct CourseIndexParser: LineParser {
         self.path = path
         self.dataPath = dataPath
         self.data = data
-        rows = data.times.count
+        rows = data.rows.count
         used = [UInt64](repeating: 0, count: rows / 64 + 1)
     }
 
-    /// Parses one line. - Throws: ``ReplayError`` for a bad header.
+    /// Parses one line. - Throws: ``ReplayError`` for a bad header, or an I/O error on the
+    /// scratch file.
     mutating func consume(_ line: Line, reject: (Rejection) -> Void) throws {
         let bytes = line.bytes
         if !headerChecked {
@@ -332,19 +318,24 @@ struct CourseIndexParser: LineParser {
         // Times must not decrease within the cascade; rows breaking that are dropped.
         var count = 0
         var lastTime = -Double.infinity
-        for r in lo..<hi where !data.times[r].isNaN {
-            if data.times[r] < lastTime {
-                var record = "\(data.times[r]),\(data.magnitudes[r])"
-                record.withUTF8 { raw in
-                    reject(Rejection(reason: RejectReason.outOfOrder, file: dataPath, line: r + 2,
-                                     detail: "time \(data.times[r]) before \(lastTime) in the cascade of \(path):\(line.number)",
-                                     raw: raw))
+        // Read in chunks: memory stays bounded whatever the range.
+        for chunk in stride(from: lo, to: hi, by: 1 << 16) {
+            let range = try data.rows.load(chunk..<min(chunk + (1 << 16), hi))
+            for k in range.times.indices where !range.times[k].isNaN {
+                let r = chunk + k, t = range.times[k]
+                if t < lastTime {
+                    var record = "\(t),\(range.magnitudes[k])"
+                    record.withUTF8 { raw in
+                        reject(Rejection(reason: RejectReason.outOfOrder, file: dataPath, line: r + 2,
+                                         detail: "time \(t) before \(lastTime) in the cascade of \(path):\(line.number)",
+                                         raw: raw))
+                    }
+                    try data.rows.setTime(r, .nan)
+                    continue
                 }
-                data.times[r] = .nan
-                continue
+                lastTime = t
+                count += 1
             }
-            lastTime = data.times[r]
-            count += 1
         }
         guard count > 0 else { return skip("empty_cascade", "every row of range \(first)...\(last) was rejected") }
         data.ids.append(CascadeID(position))
@@ -384,7 +375,7 @@ enum DatasetLoader {
     ///   header was read.
     static func loadLongKeepingWhatWasRead(path: String, maxRecordBytes: Int, rejected: RejectedRecords)
         async throws -> (Dataset, Truncation?) {
-        var parser = LongFormatParser(path: path)
+        var parser = try LongFormatParser(path: path)
         if let readError = try await parse(path, maxRecordBytes, rejected, &parser) {
             let (data, dropped) = try parser.finishTruncated()
             return (data, Truncation(error: readError, droppedEvents: dropped))
@@ -396,10 +387,9 @@ enum DatasetLoader {
     /// - Throws: ``ReplayError`` for I/O errors, bad headers, empty files.
     static func loadCourse(path: String, index: String, secondsPerTimeUnit: Double, maxRecordBytes: Int,
                            rejected: RejectedRecords) async throws -> Dataset {
-        var rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)
+        var rows = try CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)
         if let readError = try await parse(path, maxRecordBytes, rejected, &rows) { throw readError }
         var cascades = CourseIndexParser(path: index, dataPath: path, rows: try rows.finish())
-        rows = CourseRowsParser(path: path, secondsPerTimeUnit: secondsPerTimeUnit)  // frees the rows' copy
         if let readError = try await parse(index, maxRecordBytes, rejected, &cascades) { throw readError }
         return try cascades.finish()
     }

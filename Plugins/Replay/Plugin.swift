@@ -190,7 +190,7 @@ final class ReplaySource: Stage {
                 if let truncation { throw truncation.error }
                 throw nothingAccepted(path, context)
             }
-            replay = MergedReplay(data: data, plan: plan)
+            replay = try MergedReplay(data: data, plan: plan)
         }
         let selectedEvents = replay.cascades == data.cascadeCount ? data.events : nil
         context.logger.info(
@@ -232,7 +232,7 @@ final class ReplaySource: Stage {
                 }
             }
             lastTime = t
-            batch.append(.tweet(replay.next()))
+            batch.append(.tweet(try replay.next()))
             if batch.count >= batchSize {
                 sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
                 if context.stopRequested || Task.isCancelled { stopped = true; break }

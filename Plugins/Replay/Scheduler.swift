@@ -69,13 +69,14 @@ struct ReplayPlan: Sendable {
     var limit: Int
 }
 
-/// One source (one generator thread of the course): replays its fold on its own clock.
+/// One source (one generator thread of the course): replays its fold on its own clock. Only the
+/// cascades it has open are in memory (read from the dataset's scratch file when they start).
 struct SourceScheduler {
     struct Slot {
         var cascade: Int  // index in the dataset
-        var row: Int  // next row to emit
+        var rows = RowStore.Rows()  // its valid rows
+        var next = 0  // next row to emit
         var start: Double
-        var first: Bool
         var info: String
     }
 
@@ -89,7 +90,8 @@ struct SourceScheduler {
     private var sequence: UInt64 = 0
     private(set) var cascadesStarted = 0
 
-    init(id: SourceID, fold: ArraySlice<Int>, plan: ReplayPlan, data: Dataset) {
+    /// - Throws: ``ReplayError`` for an I/O error reading the first cascades.
+    init(id: SourceID, fold: ArraySlice<Int>, plan: ReplayPlan, data: Dataset) throws {
         self.id = id
         self.fold = fold
         self.range = plan.randomStartRange
@@ -97,8 +99,8 @@ struct SourceScheduler {
         var mixer = SplitMix64(seed: UInt64(bitPattern: Int64(plan.seed)) ^ (UInt64(id) &+ 1) &* 0xD1B5_4A32_D192_ED03)
         self.rng = SplitMix64(seed: mixer.next())
         for _ in 0..<min(plan.maxCascades, fold.count) {
-            slots.append(Slot(cascade: 0, row: 0, start: 0, first: true, info: ""))
-            startNext(slot: slots.count - 1, data: data)
+            slots.append(Slot(cascade: 0, start: 0, info: ""))
+            try startNext(slot: slots.count - 1, data: data)
         }
     }
 
@@ -106,42 +108,40 @@ struct SourceScheduler {
     var nextTime: Double? { heap.min?.time }
 
     /// Starts the fold's next cascade in `slot` at now + U[0, range] (whole seconds, never before
-    /// now); returns false when the fold is exhausted.
+    /// now); returns false when the fold is exhausted (the slot's rows are then released).
+    /// - Throws: ``ReplayError`` for an I/O error reading the cascade.
     @discardableResult
-    private mutating func startNext(slot: Int, data: Dataset) -> Bool {
-        guard let cascade = fold.popFirst() else { return false }
+    private mutating func startNext(slot: Int, data: Dataset) throws -> Bool {
+        guard let cascade = fold.popFirst() else {
+            slots[slot].rows = RowStore.Rows()
+            return false
+        }
         let offset = range > 0 ? rng.nextUnit() * range : 0
         let start = Swift.max(now, (now + offset).rounded(.down))
-        var row = data.starts[cascade]
-        while data.times[row].isNaN { row += 1 }  // a cascade always has a valid row
-        slots[slot] = Slot(cascade: cascade, row: row, start: start, first: true,
-                           info: "cascade=\(data.ids[cascade])")
+        let rows = try data.cascade(cascade)  // a cascade always has a valid row
+        slots[slot] = Slot(cascade: cascade, rows: rows, next: 0, start: start, info: "cascade=\(data.ids[cascade])")
         sequence += 1
         cascadesStarted += 1
-        heap.push(.init(time: start + data.times[row], tie: sequence, payload: Int32(slot)))
+        heap.push(.init(time: start + rows.times[0], tie: sequence, payload: Int32(slot)))
         return true
     }
 
     /// Emits the earliest event of this source and schedules what follows it.
-    mutating func emit(_ data: Dataset) -> Tweet {
+    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
+    mutating func emit(_ data: Dataset) throws -> Tweet {
         let top = heap.min!
         let s = Int(top.payload)
         now = top.time
-        let row = slots[s].row
-        let cascade = slots[s].cascade
-        let tweet = Tweet(kind: slots[s].first ? .tweet : .retweet, msg: data.message(row), time: top.time,
-                          magnitude: data.magnitudes[row], source: id, cascade: data.ids[cascade],
+        let k = slots[s].next
+        let tweet = Tweet(kind: k == 0 ? .tweet : .retweet, msg: slots[s].rows.messages?[k] ?? "None", time: top.time,
+                          magnitude: slots[s].rows.magnitudes[k], source: id, cascade: data.ids[slots[s].cascade],
                           info: slots[s].info)
-        slots[s].first = false
-        var next = row + 1
-        let end = data.ends[cascade]
-        while next < end && data.times[next].isNaN { next += 1 }
-        if next < end {
-            slots[s].row = next
-            heap.replaceMin(.init(time: slots[s].start + data.times[next], tie: top.tie, payload: top.payload))
+        if k + 1 < slots[s].rows.times.count {
+            slots[s].next = k + 1
+            heap.replaceMin(.init(time: slots[s].start + slots[s].rows.times[k + 1], tie: top.tie, payload: top.payload))
         } else {
             heap.popMin()
-            startNext(slot: s, data: data)
+            try startNext(slot: s, data: data)
         }
         return tweet
     }
@@ -155,7 +155,8 @@ struct MergedReplay {
     /// Cascades selected for the replay (after `limit`).
     let cascades: Int
 
-    init(data: Dataset, plan: ReplayPlan) {
+    /// - Throws: ``ReplayError`` for an I/O error reading the first cascades.
+    init(data: Dataset, plan: ReplayPlan) throws {
         self.data = data
         // Seeded Fisher–Yates shuffle of the cascade order.
         var order = Array(0..<data.cascadeCount)
@@ -174,7 +175,7 @@ struct MergedReplay {
         var lo = 0
         for s in 0..<k {
             let size = n / k + (s < n % k ? 1 : 0)
-            sources.append(SourceScheduler(id: SourceID(s), fold: order[lo..<(lo + size)], plan: plan, data: data))
+            sources.append(try SourceScheduler(id: SourceID(s), fold: order[lo..<(lo + size)], plan: plan, data: data))
             lo += size
         }
         self.sources = sources
@@ -187,10 +188,11 @@ struct MergedReplay {
     var nextTime: Double? { heap.min?.time }
 
     /// The next event in (time, source) order; call only when `nextTime` is not nil.
-    mutating func next() -> Tweet {
+    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
+    mutating func next() throws -> Tweet {
         let top = heap.min!
         let s = Int(top.payload)
-        let tweet = sources[s].emit(data)
+        let tweet = try sources[s].emit(data)
         if let t = sources[s].nextTime {
             heap.replaceMin(.init(time: t, tie: top.tie, payload: top.payload))
         } else {

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import TweetoscopeCore
 
@@ -31,5 +32,40 @@ import TweetoscopeCore
         await producer.value
         #expect(got == Array(0..<50))
         #expect(await channel.next(slow) == nil)
+    }
+
+    /// Counts the instances of ``Tracked`` alive (a deinit counter).
+    final class Tracked: Sendable {
+        static let alive = Synchronization.Atomic<Int>(0)
+        let value: Int
+        init(_ value: Int) { self.value = value; Self.alive.add(1, ordering: .relaxed) }
+        deinit { Self.alive.subtract(1, ordering: .relaxed) }
+    }
+
+    /// Issue 17: a delivered element must not stay referenced by the channel while the consumer
+    /// still has later elements pending (the old channel kept every delivered batch until the
+    /// consumer fully caught up, so memory grew with the input, not with `capacity`).
+    @Test func deliveredElementsAreReleasedWhileOthersArePending() async {
+        let channel = Channel<Tracked>(capacity: 4)
+        let id = channel.addConsumer()
+        channel.addProducer()
+        var total = 0
+        // Keep the consumer behind by two elements for 1000 elements: after each receive, the
+        // only live objects are the ones still buffered (2) plus none held here.
+        for _ in 0..<2 { total += 1; await channel.send(Tracked(total)) }
+        for _ in 0..<1000 {
+            total += 1
+            await channel.send(Tracked(total))
+            do {
+                let x = await channel.next(id)
+                #expect(x?.value == total - 2)
+            }
+            #expect(Tracked.alive.load(ordering: .relaxed) == 2, "buffered 2, delivered ones freed")
+        }
+        channel.finish()
+        var rest: [Int] = []
+        while let x = await channel.next(id) { rest.append(x.value) }
+        #expect(rest == [total - 1, total])
+        #expect(Tracked.alive.load(ordering: .relaxed) == 0)
     }
 }

@@ -12,7 +12,10 @@ import Synchronization
 /// sent; a consumer that stops reading must call ``detach(_:)`` so producers never wait on it.
 public final class Channel<Element: Sendable>: Sendable {
     private struct Consumer {
-        var buffer: [Element] = []
+        /// Elements sent to this consumer; slots before `head` were delivered and are nil, so a
+        /// delivered element is released as soon as the consumer drops it (issue 17: keeping
+        /// them until the consumer caught up held ~150 tweet batches alive at the peak).
+        var buffer: [Element?] = []
         var head = 0
         var waiter: CheckedContinuation<Element?, Never>?
         var detached = false
@@ -23,6 +26,22 @@ public final class Channel<Element: Sendable>: Sendable {
         /// Whether receiving an element acknowledges it.
         var autoAck = true
         var pending: Int { buffer.count - head }
+
+        /// Takes the element at `head` out of the buffer (its slot becomes nil) and advances.
+        /// The delivered prefix is dropped once it is as long as what is left, so the buffer's
+        /// storage stays within twice the pending elements (amortised O(1) per element).
+        mutating func take() -> Element {
+            let element = buffer[head].take()!
+            head += 1
+            if head == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 16 && head * 2 >= buffer.count {
+                buffer.removeFirst(head)
+                head = 0
+            }
+            return element
+        }
 
         mutating func handedOne() {
             delivered += 1
@@ -176,13 +195,8 @@ public final class Channel<Element: Sendable>: Sendable {
         await withCheckedContinuation { (cont: CheckedContinuation<Element?, Never>) in
             let action: NextAction = state.withLock { s in
                 if s.consumers[id].pending > 0 {
-                    let element = s.consumers[id].buffer[s.consumers[id].head]
-                    s.consumers[id].head += 1
+                    let element = s.consumers[id].take()
                     s.consumers[id].handedOne()
-                    if s.consumers[id].head == s.consumers[id].buffer.count {
-                        s.consumers[id].buffer.removeAll(keepingCapacity: true)
-                        s.consumers[id].head = 0
-                    }
                     let wake = s.producerWaiters
                     s.producerWaiters.removeAll()
                     return .deliver(element, wake)

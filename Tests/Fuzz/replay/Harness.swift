@@ -53,37 +53,48 @@ func parse(_ bytes: UnsafeBufferPointer<UInt8>, _ consume: (Line, (Rejection) ->
     return rejected
 }
 
-func check(_ data: Dataset) {
+func check(_ data: Dataset) throws {
     check(data.ids.count == data.starts.count && data.starts.count == data.ends.count)
     var valid = 0
     for c in 0..<data.cascadeCount {
-        check(data.starts[c] < data.ends[c] && data.ends[c] <= data.times.count)
+        check(data.starts[c] < data.ends[c] && data.ends[c] <= data.rows.count)
+        let all = try data.rows.load(data.starts[c]..<data.ends[c])
+        let kept = try data.cascade(c)
         var last = -Double.infinity
         var rows = 0
-        for r in data.starts[c]..<data.ends[c] where !data.times[r].isNaN {
-            check(data.times[r] >= last, "times decrease within a cascade")
-            check(data.times[r] >= 0 && data.times[r] <= InputLimits.maxTime)
-            check(data.magnitudes[r] >= 0 && data.magnitudes[r] <= InputLimits.maxMagnitude)
-            last = data.times[r]
+        for k in all.times.indices where !all.times[k].isNaN {
+            check(all.times[k] >= last, "times decrease within a cascade")
+            check(all.times[k] >= 0 && all.times[k] <= InputLimits.maxTime)
+            check(all.magnitudes[k] >= 0 && all.magnitudes[k] <= InputLimits.maxMagnitude)
+            check(kept.times[rows] == all.times[k] && kept.magnitudes[rows] == all.magnitudes[k], "cascade rows")
+            check(kept.messages?[rows] == all.messages?[k], "cascade messages")
+            last = all.times[k]
             rows += 1
         }
         check(rows > 0, "a cascade without a valid row")
+        check(kept.times.count == rows, "cascade row count")
+        check(data.hasMessages == (all.messages != nil), "message column")
         valid += rows
     }
     check(valid == data.events, "event count")
-    if data.hasMessages { for r in 0..<data.times.count { _ = data.message(r) } }
     // Replay it: every valid event once, times non-decreasing per source.
-    var replay = MergedReplay(data: data, plan: ReplayPlan(sources: 2, maxCascades: 3, randomStartRange: 600, seed: 7, limit: 0))
+    var replay = try MergedReplay(data: data, plan: ReplayPlan(sources: 2, maxCascades: 3, randomStartRange: 600, seed: 7, limit: 0))
     var sent = 0
     var clock: [SourceID: Double] = [:]
     while replay.nextTime != nil {
-        let t = replay.next()
+        let t = try replay.next()
         check(t.time >= (clock[t.source] ?? 0), "source clock went back")
         check(t.time.isFinite)
         clock[t.source] = t.time
         sent += 1
     }
     check(sent == data.events, "replayed \(sent) of \(data.events) events")
+}
+
+/// Checks a dataset and its replay; an error of the scratch file there is a failure (a
+/// ReplayError in parsing is a rejected input, by design).
+func checkReplay(_ data: Dataset) throws {
+    do { try check(data) } catch { failure("scratch file or replay error on a parsed dataset: \(error)") }
 }
 
 let fixedIndex: StaticString = "start_ind,end_ind\n1,3\n4,4\n2,6\n5,9\n"
@@ -99,16 +110,17 @@ public func fuzzReplay(_ input: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             dataBytes = UnsafeBufferPointer(rebasing: bytes[..<nul])
             indexBytes = UnsafeBufferPointer(rebasing: bytes[(nul + 1)...])
         }
-        var rows = CourseRowsParser(path: "data.csv", secondsPerTimeUnit: 1.5)
+        var rows = try CourseRowsParser(path: "data.csv", secondsPerTimeUnit: 1.5)
         _ = try parse(dataBytes) { line, reject in try rows.consume(line, reject: reject) }
         let rowData = try rows.finish()
         var index = CourseIndexParser(path: "index.csv", dataPath: "data.csv", rows: rowData)
         _ = try parse(indexBytes) { line, reject in try index.consume(line, reject: reject) }
-        check(try index.finish())
+        let data = try index.finish()
+        try checkReplay(data)
         #else
-        var parser = LongFormatParser(path: "data.csv")
+        var parser = try LongFormatParser(path: "data.csv")
         _ = try parse(bytes) { line, reject in try parser.consume(line, reject: reject) }
-        check(try parser.finish())
+        try checkReplay(try parser.finish())
         #endif
     } catch is ReplayError {
         // A bad header or an empty file: the source fails with a message, by design.
