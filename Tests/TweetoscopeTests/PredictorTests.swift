@@ -47,9 +47,12 @@ import TweetoscopeCore
 
     /// Runs the predictor with `models` delivered (and loaded: the test waits for the
     /// `models_loaded` counter) before any properties are sent.
-    static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String) async throws -> Output {
+    static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String,
+                                  extra: [String: OptionValue] = [:]) async throws -> Output {
         let d = try stageDescriptor("predictor", plugin: "predictor")
-        let stage = try d.make("predictor", options(d, ["mode": .string(mode)]))
+        var given: [String: OptionValue] = ["mode": .string(mode)]
+        for (k, v) in extra { given[k] = v }
+        let stage = try d.make("predictor", options(d, given))
         let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
         let propsIn = StageInput(stream: props), modelsIn = StageInput(stream: modelStream)
         let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
