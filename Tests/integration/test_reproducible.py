@@ -169,7 +169,11 @@ def test_seismic_replay_is_identical_at_any_speed(daemon, tmp_path, seismic_cut,
     for other in results[1:]:
         for stream in STREAMS:
             assert other[stream] == first[stream], f"{mode}: {stream} differ"
-    if mode == "course":
-        # Item 5: no absurd forecast (the bounds are counted `bounded`).
-        for line in first["stats"]:
-            assert json.loads(line)["ARE"] < 100, line
+    # Item 5: no absurd forecast. A model's forecast is at most growth_max·n_obs, a model-less one
+    # at most fallback_max_growth (10)·n_obs, and n_obs <= n_tot, so ARE = N/n_tot - 1 stays
+    # below max(growth_max, 10) - 1 (unbounded `course` forecasts reached ARE 13,500-43,000).
+    ceiling = max([m["growth_max"] for m in models] + [10]) - 1
+    worst = max(json.loads(line)["ARE"] for line in first["stats"])
+    print(f"{mode}: worst ARE {worst:.1f}, bound {ceiling:.1f}, bounded={counter(stdouts[0], 'bounded')}")
+    assert worst <= ceiling + 1e-9
+    assert counter(stdouts[0], "bounded") > 0
