@@ -287,17 +287,17 @@ def test_prediction_daemon_killed_with_waiting_pairs_loses_nothing(tweetoscoped,
     p = subprocess.Popen([str(tweetoscoped), "run", "--config", str(cfg)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        stable, last, deadline = 0, -1, time.time() + 120
+        stable, last, deadline = 0, -1, time.time() + 40
         while stable < 30 and time.time() < deadline:
             assert p.poll() is None, p.communicate()[1][-3000:]
             n = lines(out / "alerts.jsonl")
             stable = stable + 1 if n == last and n > 0 else 0
             last = n
             time.sleep(0.1)
-        assert stable >= 30, "the prediction daemon did not settle on the first half"
     finally:
         p.send_signal(signal.SIGKILL)
-        p.communicate()
+        killed_out, killed_err = p.communicate()
+    assert stable >= 30, f"the prediction daemon did not settle on the first half: {killed_err[-3000:]}"
     killed_alerts = lines(out / "alerts.jsonl")
     assert killed_alerts > 0
 
@@ -316,6 +316,6 @@ def test_prediction_daemon_killed_with_waiting_pairs_loses_nothing(tweetoscoped,
     stats = [k for k in want if k[0] == "stat"]
     assert len(stats) >= sizes // 2, (len(stats), sizes)
     assert got == want, f"{len(set(want) - set(got))} lost, {len(set(got) - set(want))} extra"
-    # The restarted run really rebuilt waiting halves: it completed pairs whose forecast was
-    # made before the kill.
-    assert counter(r.stdout + r.stderr, "stats") > 0
+    # The restarted run read again what the killed one left waiting (the committed offsets were
+    # held before the oldest waiting half): more records than the second half alone.
+    assert counter(r.stdout, "records") > len(records) - half, r.stdout[-2000:]
