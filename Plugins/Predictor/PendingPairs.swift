@@ -74,8 +74,8 @@ struct PendingPairs {
     /// Number of halves waiting.
     var count: Int { entries.count }
 
-    /// The waiting halves, in no particular order.
-    var waitingHalves: [Half] { entries.values.map { $0.half } }
+    /// The waiting halves with when they started waiting, in no particular order.
+    var waitingHalves: [(half: Half, since: ContinuousClock.Instant)] { entries.values.map { ($0.half, $0.since) } }
 
     /// Waiting halves by kind: (forecasts, sizes).
     var waiting: (forecasts: Int, sizes: Int) {

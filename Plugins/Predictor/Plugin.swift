@@ -39,7 +39,8 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///   `evicted`); a half waiting longer than `pending_ttl` wall-clock seconds is dropped
 ///   (`expired`). A size whose window got no series (too small at T_obs) or whose fit failed
 ///   never gets its parameters: it waits until it expires or is evicted, or is counted in
-///   `pending_sizes_at_end` when the run ends.
+///   `pending_sizes_at_end` when the run ends (its Kafka offset is held only for `size_hold`,
+///   see Positions.swift).
 /// - Models: the `models` input is drained by a task of its own into a latest-model-per-window
 ///   table, so the learner → predictor cycle can never block on back-pressure. A model of
 ///   another mode is ignored and counted (`models_other_mode`); in mode `none` models are not
@@ -81,6 +82,8 @@ final class PredictorStage: Stage {
                        doc: "the learner's refit_every (k): a forecast preceded by s samples of its window uses model version floor(s/k)"),
             OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
                        doc: "the learner's min_samples: learned versions fitted on fewer samples do not exist (version 0 = pretrained or none is used)"),
+            OptionSpec("size_hold", .double, default: .double(30), range: 0...31_536_000,
+                       doc: "properties from Kafka: seconds (wall clock) a waiting size holds its offset uncommitted (a size that never gets parameters — cascade too small at T_obs — must not hold the commit forever); a numbered size stops holding as soon as parameters of a later number were seen"),
             OptionSpec("model_wait", .double, default: .double(30), range: 0...86_400,
                        doc: "seconds (wall clock) a forecast waits for the model version it needs; the one timing exception to reproducibility (timeouts counted `model_wait_timeouts`); 0 = never wait, use the newest model"),
         ],
@@ -97,6 +100,7 @@ final class PredictorStage: Stage {
     let maxPending: Int
     let pendingTTL: Duration
     let versions: VersionPolicy
+    let sizeHold: Duration
 
     init(options: StageOptions) throws {
         guard let mode = CorrectionMode(rawValue: try options.string("mode")) else {
@@ -115,6 +119,9 @@ final class PredictorStage: Stage {
         let k = try options.int("refit_every"), minSamples = try options.int("min_samples")
         guard k >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        let hold = try options.double("size_hold")
+        guard hold.isFinite, hold >= 0 else { throw StageConfigError(option: "size_hold", "expected a number of seconds >= 0") }
+        sizeHold = .nanoseconds(Int64(min(hold, 1e9) * 1e9))
         let wait = try options.double("model_wait")
         guard wait.isFinite, wait >= 0 else { throw StageConfigError(option: "model_wait", "expected a number of seconds >= 0") }
         versions = VersionPolicy(refitEvery: k, minSamples: minSamples, modelWait: .nanoseconds(Int64(wait * 1e9)))
@@ -240,8 +247,10 @@ final class PredictorStage: Stage {
     func process(_ batch: [Message], _ state: inout RunState, _ table: ModelTable, _ context: StageContext,
                  waitForModels: Bool, idle: Bool = true, final: Bool = false) async {
         let now = ContinuousClock.now
-        let expired = state.pending.expire(now: now)
-        if expired > 0 { context.counters.add("expired", expired) }
+        if !final {
+            let expired = state.pending.expire(now: now)
+            if expired > 0 { context.counters.add("expired", expired) }
+        }
         let gapWait = versions.modelWait
         notePositions(batch, &state)
         var ready = state.order.order(batch, now: now, gapWait: gapWait, capacity: maxPending)
@@ -253,7 +262,7 @@ final class PredictorStage: Stage {
         }
         await out.send(context)
         if state.positions.holdsPositions, final || idle || ContinuousClock.now - state.lastProposal >= .milliseconds(100) {
-            proposePositions(state, context)
+            proposePositions(state, context, idle: idle || final)
             state.lastProposal = ContinuousClock.now
         }
     }

@@ -44,12 +44,19 @@ struct PredictorPositions {
 }
 
 extension PendingPairs {
-    /// Where the waiting halves were read from (those read from a replayable input).
-    var origins: [RecordOrigin] {
-        waitingHalves.compactMap { half in
+    /// Where the waiting halves that must be read again after a crash were read from: every
+    /// waiting forecast; a waiting size only while its parameters may still come — for at most
+    /// `sizeHold`, and not once parameters numbered after it were seen (`parametersSeen`):
+    /// a size whose cascade had no series at T_obs never gets parameters and must not hold
+    /// the commit forever.
+    func origins(now: ContinuousClock.Instant, sizeHold: Duration, parametersSeen: [Int: Int]) -> [RecordOrigin] {
+        waitingHalves.compactMap { half, since in
             switch half {
-            case .forecast(let f): f.origin
-            case .size(let s): s.origin
+            case .forecast(let f): return f.origin
+            case .size(let s):
+                guard now - since < sizeHold else { return nil }
+                if let seq = s.seq, let seen = parametersSeen[s.tObs], seen > seq { return nil }
+                return s.origin
             }
         }
     }
@@ -68,14 +75,40 @@ extension StreamOrder {
     }
 }
 
+extension PendingPairs {
+    /// When the last waiting size still holding its offset stops holding it (nil: none holds).
+    func sizesReleased(now: ContinuousClock.Instant, sizeHold: Duration, parametersSeen: [Int: Int]) -> ContinuousClock.Instant? {
+        var last: ContinuousClock.Instant?
+        for (half, since) in waitingHalves {
+            guard case .size(let s) = half, s.origin != nil, now - since < sizeHold else { continue }
+            if let seq = s.seq, let seen = parametersSeen[s.tObs], seen > seq { continue }
+            last = max(last ?? since + sizeHold, since + sizeHold)
+        }
+        return last
+    }
+}
+
 extension PredictorStage {
-    /// Tells each Kafka source which offsets it may commit once the outputs sent so far are durable.
-    func proposePositions(_ state: RunState, _ context: StageContext) {
+    /// Tells each Kafka source which offsets it may commit once the outputs sent so far are
+    /// durable. When the input is idle and waiting sizes hold offsets, a second proposal
+    /// releases them once `size_hold` has passed (applied after the first, in order).
+    func proposePositions(_ state: RunState, _ context: StageContext, idle: Bool) {
         let outputs = ["alerts", "stats", "samples"].compactMap { context.output($0) }
         let sent = outputs.map { ($0, $0.latestSequence) }
         let durable: @Sendable () -> Bool = { sent.allSatisfy { $0.0.durable >= $0.1 } }
-        for (ledger, positions) in state.positions.held(state.pending.origins + state.order.origins) where !positions.isEmpty {
+        let now = ContinuousClock.now
+        let seen = state.order.parametersSeen
+        let waiting = state.pending.origins(now: now, sizeHold: sizeHold, parametersSeen: seen)
+        for (ledger, positions) in state.positions.held(waiting + state.order.origins) where !positions.isEmpty {
             if !ledger.propose(holder: context.name, positions: positions, when: durable) {
+                context.counters.add("proposals_skipped")
+            }
+        }
+        guard idle, let release = state.pending.sizesReleased(now: now, sizeHold: sizeHold, parametersSeen: seen) else { return }
+        let later = state.pending.origins(now: release, sizeHold: sizeHold, parametersSeen: seen)
+        let whenReleased: @Sendable () -> Bool = { durable() && ContinuousClock.now >= release }
+        for (ledger, positions) in state.positions.held(later + state.order.origins) where !positions.isEmpty {
+            if !ledger.propose(holder: context.name, positions: positions, when: whenReleased) {
                 context.counters.add("proposals_skipped")
             }
         }

@@ -151,6 +151,8 @@ struct StreamOrder {
     var windows: [Int: WindowSequence] = [:]
     /// Samples emitted per window so far in this run.
     var samples: [Int: Int] = [:]
+    /// Highest number of the parameters received per window.
+    var parametersSeen: [Int: Int] = [:]
 
     /// The messages of `batch` ready to be handled, in stream order per window (unnumbered
     /// messages are ready at once).
@@ -170,6 +172,7 @@ struct StreamOrder {
                 continue
             }
             touched.insert(tObs)
+            if case .parameters = message { parametersSeen[tObs] = max(parametersSeen[tObs] ?? -1, seq) }
             out += windows[tObs, default: WindowSequence()].offer(message, seq: seq, now: now, gapWait: gapWait, capacity: capacity)
         }
         // Windows blocked on a gap are checked again against the clock.

@@ -129,7 +129,7 @@ import TweetoscopeCore
         let o = try await Self.predict(sizeFirst ? [[s], [p]] : [[p], [s]], mode: "course")
         #expect(o.alerts == [Alert(cascade: 1, msg: "hello", tObs: 600, nTot: 18)])
         #expect(o.stats == [Stat(cascade: 1, tObs: 600, are: 0.4)])
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5, growth: 3)])
         #expect(o.counters["forecasts"] == 1 && o.counters["stats"] == 1 && o.counters["samples"] == 1)
         #expect(o.counters["are600_median_milli"] == 400)
         #expect(o.counters["are600_mean_milli"] == 400)
@@ -213,7 +213,7 @@ import TweetoscopeCore
         #expect(o.counters["models_unused"] == 1)
         #expect(o.alerts.map(\.nTot) == [18])
         #expect(o.stats.map(\.are) == [0.1])   // |18 − 20|/20
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 1.25)])  // 10·0.5/4
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 1.25, growth: 2)])  // 10·0.5/4; 20/10
     }
 
     // MARK: guards
@@ -257,7 +257,7 @@ import TweetoscopeCore
         let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 8, p: 0.01, beta: 0.001,
                                   nStar: 0.5, g1: .nan)
         let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 30)]], mode: "course")
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5, growth: 3)])
     }
 
     // MARK: duplicates, alerts, memory bounds

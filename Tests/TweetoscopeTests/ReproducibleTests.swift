@@ -24,19 +24,21 @@ import TweetoscopeCore
               wMin: wMin, wMax: wMax, growthMax: growthMax)
     }
 
-    /// Arriving as size 2, parameters 2, size 1, parameters 1 but numbered 3, 2, 1, 0: handled as
-    /// 0, 1, 2, 3, so the sample of cascade 1 comes first (arrival order would give 2 first).
+    /// Cascade 2 ends before cascade 1: the collector numbers parameters 1 (0), parameters 2
+    /// (1), size 2 (2), size 1 (3). They arrive sizes first (each stream in its order): in
+    /// arrival order pair 1 would complete first; in stream order pair 2 does (its size is number
+    /// 2, cascade 1's is 3), so the samples are [2, 1].
     @Test func messagesAreHandledInSequenceOrder() async throws {
-        let batch = [Self.size(2, seq: 3, nTot: 40), Self.parameters(2, seq: 2), Self.size(1, seq: 1, nTot: 20),
-                     Self.parameters(1, seq: 0)]
+        let batch = [Self.size(2, seq: 2, nTot: 40), Self.size(1, seq: 3, nTot: 20), Self.parameters(1, seq: 0),
+                     Self.parameters(2, seq: 1)]
         let o = try await PredictorTests.predict([batch], mode: "growth")
-        #expect(o.samples.map(\.cascade) == [1, 2])
+        #expect(o.samples.map(\.cascade) == [2, 1])
         #expect(o.alerts.map(\.cascade) == [1, 2])
         // Unnumbered: arrival order.
-        let plain = [Self.size(2, seq: nil, nTot: 40), Self.parameters(2, seq: nil), Self.size(1, seq: nil, nTot: 20),
-                     Self.parameters(1, seq: nil)]
+        let plain = [Self.size(2, seq: nil, nTot: 40), Self.size(1, seq: nil, nTot: 20), Self.parameters(1, seq: nil),
+                     Self.parameters(2, seq: nil)]
         let p = try await PredictorTests.predict([plain], mode: "growth")
-        #expect(p.samples.map(\.cascade) == [2, 1])
+        #expect(p.samples.map(\.cascade) == [1, 2])
     }
 
     /// Number 0 never comes (its Hawkes fit failed): once parameters 2 and size 1 have gone past
@@ -156,5 +158,51 @@ import TweetoscopeCore
         #expect(r.models.map(\.version) == [1])
         #expect(access("\(dir)/learner-learner-T600.jsonl", F_OK) == 0, "rewritten by the new fit")
         #expect(system("ls '\(dir)' | grep -q 'learner-learner-T600.jsonl.rejected-'") == 0)
+    }
+}
+
+/// The messages with their stream-order numbers removed (tests of other behaviour compare
+/// contents only; ``CollectorNumberingTests`` checks the numbers).
+func unnumbered(_ messages: [Message]) -> [Message] {
+    messages.map { m in
+        switch m {
+        case .series(var s): s.seq = nil; return .series(s)
+        case .size(var s): s.seq = nil; return .size(s)
+        case .parameters(var p): p.seq = nil; return .parameters(p)
+        default: return m
+        }
+    }
+}
+
+@Suite struct CollectorNumberingTests {
+    /// Three cascades on one source, windows [10, 20], terminated 30, min size 1: per window the
+    /// series and sizes are numbered 0, 1, 2... in the order the collector emits them (one
+    /// counter per window, shared), and a cascade's series comes before its size.
+    @Test func seriesAndSizesAreNumberedPerWindowInEmissionOrder() async throws {
+        let tweets: [Message] = [
+            .tweet(Tweet(kind: .tweet, time: 0, magnitude: 1, source: 1, cascade: 1)),
+            .tweet(Tweet(kind: .retweet, time: 2, magnitude: 1, source: 1, cascade: 1)),
+            .tweet(Tweet(kind: .tweet, time: 40, magnitude: 1, source: 1, cascade: 2)),
+            .tweet(Tweet(kind: .tweet, time: 100, magnitude: 1, source: 1, cascade: 3)),
+        ]
+        let r = try await runStage("collector", plugin: "collector",
+                                   options: ["windows": .list([.int(10), .int(20)]), "terminated": .int(30), "min_cascade_size": .int(1)],
+                                   inputs: ["tweets": [tweets]], outputs: ["series", "sizes"])
+        for w in [10, 20] {
+            var numbered: [(seq: Int, kind: MessageKind, cascade: CascadeID)] = []
+            for m in (r.outputs["series"] ?? []) + (r.outputs["sizes"] ?? []) where m.tObs == w {
+                switch m {
+                case .series(let s): numbered.append((s.seq!, .series, s.cascade))
+                case .size(let s): numbered.append((s.seq!, .size, s.cascade))
+                default: break
+                }
+            }
+            numbered.sort { $0.seq < $1.seq }
+            // Cascade 1 ends at t = 40 (2 + 30 < 40): its series (settled at 10/20 already) then
+            // its size; cascade 2 ends at 100: series, size; cascade 3 is flushed at the end.
+            #expect(numbered.map(\.seq) == [0, 1, 2, 3, 4, 5])
+            #expect(numbered.map(\.cascade) == [1, 1, 2, 2, 3, 3])
+            #expect(numbered.map(\.kind) == [.series, .size, .series, .size, .series, .size])
+        }
     }
 }
