@@ -177,3 +177,17 @@ def test_seismic_replay_is_identical_at_any_speed(daemon, tmp_path, seismic_cut,
     print(f"{mode}: worst ARE {worst:.1f}, bound {ceiling:.1f}, bounded={counter(stdouts[0], 'bounded')}")
     assert worst <= ceiling + 1e-9
     assert counter(stdouts[0], "bounded") > 0
+
+
+def test_validate_rejects_a_predictor_and_learner_with_other_versions(daemon, tmp_path):
+    """The version a forecast needs is computed with the predictor's refit_every and min_samples:
+    a learner with other values would never send it (every forecast would wait model_wait)."""
+    cfg, _ = shipped_config(tmp_path, "mismatch", 0)
+    text = cfg.read_text()
+    i = text.index("  learner:")
+    text = text[:i] + text[i:].replace("min_samples: 50", "min_samples: 40", 1)
+    cfg.write_text(text)
+    r = run(daemon, "validate", "--config", cfg)
+    assert r.returncode != 0
+    assert ('reads stream "models" from stage "learner" whose `min_samples` is 40 while this stage\'s is 50'
+            in r.stderr + r.stdout)
