@@ -24,6 +24,15 @@ struct CollectorEmission {
     var series: [Message] = []
     var sizes: [Message] = []
     var tally = CollectorTally()
+    /// Next stream-order number per window (``Series/seq``, ``CascadeSize/seq``): series and
+    /// sizes of a window share one counter, numbered in the order they are emitted.
+    var nextSeq: [Int: Int] = [:]
+
+    /// The next stream-order number of window `tObs`.
+    mutating func sequence(_ tObs: Int) -> Int {
+        defer { nextSeq[tObs, default: 0] += 1 }
+        return nextSeq[tObs, default: 0]
+    }
 }
 
 /// A partition of a replayable input: the ledger of the source that read it, and its number.
@@ -235,8 +244,9 @@ struct SourceProcessor {
 
     private mutating func emitSeries(_ s: Int, window k: Int, into out: inout CollectorEmission) {
         guard out.buildSeries, slots[s].times.count >= minSize else { return }
+        let seq = out.sequence(windowKeys[k])
         out.series.append(.series(Series(cascade: slots[s].id, msg: slots[s].msg, tObs: windowKeys[k],
-                                         times: slots[s].times, magnitudes: slots[s].magnitudes)))
+                                         times: slots[s].times, magnitudes: slots[s].magnitudes, seq: seq)))
     }
 
     /// Ends the cascade in slot `s`: pending series, sizes, memory, ended id.
@@ -251,7 +261,8 @@ struct SourceProcessor {
             if out.buildSizes {
                 let tEnd = slots[s].lastTime
                 for key in windowKeys {
-                    out.sizes.append(.size(CascadeSize(cascade: id, tObs: key, nTot: nTot, tEnd: tEnd)))
+                    let seq = out.sequence(key)
+                    out.sizes.append(.size(CascadeSize(cascade: id, tObs: key, nTot: nTot, tEnd: tEnd, seq: seq)))
                 }
             }
         } else {

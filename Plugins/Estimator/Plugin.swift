@@ -25,6 +25,8 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///   GAS course variant — and `zero_root_mark: 0` rejects those cascades instead.
 /// - A failed fit emits nothing, is counted under `rejected.fit_<reason>` and logged; the stage
 ///   goes on. Output order is input order; fits of one input batch run in parallel.
+/// - The series' stream-order number (`seq`, set by the collector) is carried onto the
+///   parameters, so the predictor handles them in the collector's order.
 final class EstimatorStage: Stage {
     static let descriptor = StageDescriptor(
         type: "estimator",
@@ -114,7 +116,7 @@ final class EstimatorStage: Stage {
                     out.append(.parameters(CascadeParameters(
                         cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs,
                         nSupp: nSuppMeaning == .total ? Double(fit.nObs) + fit.nSupp : fit.nSupp, nSuppMeaning: nSuppMeaning,
-                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1)))
+                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq)))
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")

@@ -313,7 +313,10 @@ final class FileSink: Stage {
                 // Lines are written in large chunks under load, and as soon as the input is idle
                 // (so a replayable source upstream can commit what is written).
                 if merged.pending(consumer) == 0 && tagged.input.pending == 0 {
-                    try file.flush()
+                    // Every file, not only this batch's: a batch of another stream read just
+                    // before (alerts, then stats) would otherwise wait for the next batch of its
+                    // stream, and a replayable source upstream could not commit it.
+                    for other in files.values { try other.flush() }
                 } else {
                     try file.flushIfStale()
                 }

@@ -198,11 +198,26 @@ final class KafkaSource: Stage {
                         duplicates += 1
                         continue
                     }
-                    if let ledger = commits.ledger, case .tweet(var tweet) = m {
-                        tweet.origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset,
-                                                    generation: record.generation)
-                        m = .tweet(tweet)
-                        commits.tweetHanded(record.partition)
+                    if let ledger = commits.ledger {
+                        // Records a holder keeps beyond their batch (the collector's tweets, the
+                        // predictor's waiting sizes and parameters) carry where they were read.
+                        let origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset,
+                                                  generation: record.generation)
+                        switch m {
+                        case .tweet(var tweet):
+                            tweet.origin = origin
+                            m = .tweet(tweet)
+                            commits.tweetHanded(record.partition)
+                        case .size(var size):
+                            size.origin = origin
+                            m = .size(size)
+                            commits.tweetHanded(record.partition)
+                        case .parameters(var parameters):
+                            parameters.origin = origin
+                            m = .parameters(parameters)
+                            commits.tweetHanded(record.partition)
+                        default: break
+                        }
                     }
                     batch.append(m)
                 case .failure(let reason, let text): skip(rejected, record, reason, text)

@@ -23,15 +23,25 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   none and course, 5 for growth), or with a non-finite value, are rejected and counted.
 /// - At most `max_windows` windows (distinct T_obs) are learned; samples of a further window
 ///   are rejected (`too_many_windows`, logged rate-limited).
-/// - Each window keeps its `max_samples` most recent samples. Every `refit_every` samples of a
-///   window, a forest (see `ForestParameters`: CART regression trees, variance reduction,
-///   bootstrap, `max_features` subsampling, seeded) is fitted on them and sent as a `model`
-///   {T_obs, version (1, 2, ... per window), mode, samples, trees}.
-/// - Fits run on a thread of their own, off the stage's read loop, so the learner keeps
-///   reading samples (and the predictor never waits on it). When samples arrive faster than
-///   fits finish, a window's waiting refit is replaced by the newer one (counted
-///   `refits_coalesced`): the model sent is always fitted on the latest samples.
-/// - When `samples` ends, waiting refits are still done and sent, then the stage returns.
+/// - Versions follow the stream, not the clock: with k = `refit_every`, version v of a window is
+///   the forest fitted when the window's v·k-th sample arrives, on its `max_samples` most
+///   recent samples (so on the first v·k samples, the window bounded). EVERY version is fitted
+///   and sent, in order (none is skipped when fits are slower than samples), with a seed derived
+///   from (`seed`, T_obs, v): the same samples in the same order give byte-identical models
+///   whatever the machine's speed. Versions fitted on fewer than `min_samples` samples are not
+///   fitted (the predictor keeps its pretrained model or its model-less forecast until then).
+/// - A model carries the range of its training targets (`w_min`, `w_max`) and the largest
+///   growth factor n_tot/n_obs among its samples (`growth_max`), which the predictor uses to
+///   bound forecasts.
+/// - Fits run on a thread of their own, off the stage's read loop.
+/// - `state_dir` (optional): after each fit the window's model and samples are written to
+///   `<state_dir>/learner-<stage>-T<T_obs>.jsonl` (JSON lines: a header, the model as a `model`
+///   message, the samples as `sample` messages, oldest first), atomically (temp file, fsync,
+///   rename, fsync of the directory). At start they are read back: the samples resume the
+///   window, and the model is sent at once, so a restarted daemon forecasts with it. A file that
+///   cannot be read or belongs to another mode is set aside as `<name>.rejected-<UTC time>`,
+///   logged with its name and the reason, and counted (`state_rejected`); it never stops the stage.
+/// - When `samples` ends, waiting fits are still done and sent, then the stage returns.
 final class LearnerStage: Stage {
     static let descriptor = StageDescriptor(
         type: "learner",
@@ -51,7 +61,11 @@ final class LearnerStage: Stage {
             OptionSpec("max_features", .double, default: .double(0.8),
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
-            OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest"),
+            OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest (each version's forest is seeded from (seed, T_obs, version))"),
+            OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
+                       doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
+            OptionSpec("state_dir", .path, default: .string(""),
+                       doc: "directory where each window's latest model and samples are kept across restarts, relative to the configuration file (created if missing; unset = none)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
@@ -60,6 +74,8 @@ final class LearnerStage: Stage {
     let refitEvery: Int
     let maxSamples: Int
     let maxWindows: Int
+    let minSamples: Int
+    let stateDir: String
     let parameters: ForestParameters
 
     init(options: StageOptions) throws {
@@ -75,6 +91,9 @@ final class LearnerStage: Stage {
         guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
         maxWindows = try options.int("max_windows")
         guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
+        minSamples = try options.int("min_samples")
+        guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        stateDir = try options.string("state_dir")
         let seed = try options.int("seed")
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
@@ -99,34 +118,57 @@ final class LearnerStage: Stage {
         let jobs = FitQueue()
         let output = context.output("models")
         let mode = self.mode, parameters = self.parameters
-        let resumed = kept.withLock { $0.take() }
+        let store = stateDir.isEmpty ? nil : LearnerStateStore(directory: stateDir, stage: context.name, mode: mode)
+        var resumed = kept.withLock { $0.take() }
+        if resumed == nil, let store {
+            let loaded = store.load(capacity: maxSamples, context: context)
+            resumed = PausedLearner(windows: loaded.windows, versions: loaded.models.mapValues(\.version))
+            // The restored models go out first: the predictor forecasts with them at once.
+            let models = loaded.models.keys.sorted().map { Message.model(loaded.models[$0]!) }
+            if !models.isEmpty {
+                context.counters.add("models_restored", models.count)
+                await output?.send(models)
+            }
+        }
+        let initial = resumed
         let fitter = Task {
-            var versions = resumed?.versions ?? [:]
+            var versions = initial?.versions ?? [:]
             while let job = await jobs.next() {
                 let clock = ContinuousClock()
                 let start = clock.now
+                var seeded = parameters
+                seeded.seed = versionSeed(parameters.seed, tObs: job.tObs, version: job.version)
+                let params = seeded
                 let result = await offPool { Result { () throws(ForestError) in
-                    try RandomForest.fit(features: job.features, targets: job.targets, parameters: parameters)
+                    try RandomForest.fit(features: job.features, targets: job.targets, parameters: params)
                 } }
                 let elapsed = clock.now - start
                 switch result {
                 case .success(let trees):
-                    let version = versions[job.tObs, default: 0] + 1
-                    versions[job.tObs] = version
+                    versions[job.tObs] = job.version
                     context.counters.add("models")
                     context.counters.add("fit_ms", Int(elapsed / .milliseconds(1)))
-                    context.logger.debug("model T_obs=\(job.tObs) version \(version) on \(job.targets.count) samples in \(elapsed)")
-                    await output?.send([.model(Model(tObs: job.tObs, version: version, mode: mode,
-                                                     samples: job.targets.count, trees: trees))])
+                    context.logger.debug("model T_obs=\(job.tObs) version \(job.version) on \(job.targets.count) samples in \(elapsed)")
+                    let model = Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: trees,
+                                      wMin: job.targets.min(), wMax: job.targets.max(), growthMax: job.growthMax)
+                    if let store {
+                        do {
+                            try store.save(model: model, job: job)
+                        } catch {
+                            context.counters.add("state_write_failed")
+                            context.warnRateLimited("state_write_failed", "cannot save the learner state of T_obs=\(job.tObs): \(error)")
+                        }
+                    }
+                    await output?.send([.model(model)])
                 case .failure(let error):
                     context.counters.reject("fit_failed")
-                    context.warnRateLimited("fit_failed", "fit of T_obs=\(job.tObs) failed: \(error)")
+                    context.warnRateLimited("fit_failed", "fit of T_obs=\(job.tObs) version \(job.version) failed: \(error)")
                 }
             }
             return versions
         }
 
-        var windows = resumed?.windows ?? [:]
+        var windows = initial?.windows ?? [:]
         while let batch = await input.next() {
             for message in batch {
                 guard case .sample(let s) = message else {
@@ -151,13 +193,11 @@ final class LearnerStage: Stage {
                 }
                 context.counters.add("samples")
                 var window = windows[s.tObs] ?? SampleWindow(capacity: maxSamples)
-                window.append(s.x, s.w)
-                if window.sinceFit >= refitEvery {
-                    window.sinceFit = 0
-                    let (x, y) = window.contents
-                    if jobs.submit(FitJob(tObs: s.tObs, features: x, targets: y)) {
-                        context.counters.add("refits_coalesced")
-                    }
+                window.append(s)
+                if window.seen % refitEvery == 0, window.seen >= minSamples {
+                    let (x, y, g) = window.contents
+                    jobs.submit(FitJob(tObs: s.tObs, version: window.seen / refitEvery, seen: window.seen,
+                                       features: x, targets: y, growth: g))
                 }
                 windows[s.tObs] = window
             }
@@ -181,78 +221,104 @@ struct PausedLearner: Sendable {
     var versions: [Int: Int]
 }
 
-/// The most recent samples of one window, in a ring buffer.
-struct SampleWindow {
+/// The most recent samples of one window, in a ring buffer, and how many the window received.
+struct SampleWindow: Sendable {
     let capacity: Int
     private var x: [[Double]] = []
     private var y: [Double] = []
+    /// Growth factor n_tot/n_obs of each sample (NaN when the sample did not carry it).
+    private var g: [Double] = []
     private var next = 0
-    /// Samples added since the last refit was requested.
-    var sinceFit = 0
+    /// Samples the window received since it was first learned (restored ones included):
+    /// version v is fitted when `seen` reaches v·k.
+    var seen = 0
 
     init(capacity: Int) { self.capacity = capacity }
 
-    mutating func append(_ features: [Double], _ target: Double) {
+    mutating func append(_ sample: Sample) {
+        let growth = sample.growth ?? .nan
         if x.count < capacity {
-            x.append(features)
-            y.append(target)
+            x.append(sample.x)
+            y.append(sample.w)
+            g.append(growth)
         } else {
-            x[next] = features
-            y[next] = target
+            x[next] = sample.x
+            y[next] = sample.w
+            g[next] = growth
             next = (next + 1) % capacity
         }
-        sinceFit += 1
+        seen += 1
     }
 
-    /// The samples, oldest first.
-    var contents: ([[Double]], [Double]) {
-        guard next > 0 else { return (x, y) }
-        return (Array(x[next...] + x[..<next]), Array(y[next...] + y[..<next]))
+    /// The samples, oldest first: features, targets, growth factors (NaN when unknown).
+    var contents: ([[Double]], [Double], [Double]) {
+        guard next > 0 else { return (x, y, g) }
+        return (Array(x[next...] + x[..<next]), Array(y[next...] + y[..<next]), Array(g[next...] + g[..<next]))
     }
 }
 
-/// A refit to do.
+/// A fit to do: version `version` of window `tObs`, on the window's samples when it had `seen`.
 struct FitJob: Sendable {
     var tObs: Int
+    var version: Int
+    var seen: Int
     var features: [[Double]]
     var targets: [Double]
+    var growth: [Double]
+
+    /// Largest known growth factor of the samples; nil when none carried one.
+    var growthMax: Double? {
+        let known = growth.filter { !$0.isNaN }
+        return known.isEmpty ? nil : max(1, known.max()!)
+    }
 }
 
-/// Refits waiting for the fitter, at most one per window (a newer one replaces it), served in
-/// request order.
+/// The forest seed of version `version` of window `tObs`: SplitMix64 of the three, so that every
+/// version and window has its own, machine-independent seed.
+func versionSeed(_ seed: UInt64, tObs: Int, version: Int) -> UInt64 {
+    var mix = SplitMix64(seed: seed ^ (UInt64(bitPattern: Int64(tObs)) &* 0x9E37_79B9_7F4A_7C15))
+    var out = mix.next()
+    mix = SplitMix64(seed: out ^ UInt64(bitPattern: Int64(version)))
+    out = mix.next()
+    return out
+}
+
+/// Fits waiting for the fitter, in request order (every one is done: a version is never skipped).
 final class FitQueue: Sendable {
     private struct State {
-        var waiting: [Int: FitJob] = [:]
-        var order: [Int] = []
+        var waiting: [FitJob] = []
+        var head = 0
         var consumer: CheckedContinuation<FitJob?, Never>?
         var closed = false
     }
 
     private let state = Mutex(State())
 
-    /// Queues `job`; true when it replaced a waiting job of the same window.
-    func submit(_ job: FitJob) -> Bool {
-        let (replaced, wake): (Bool, CheckedContinuation<FitJob?, Never>?) = state.withLock { s in
+    /// Queues `job`.
+    func submit(_ job: FitJob) {
+        let wake: CheckedContinuation<FitJob?, Never>? = state.withLock { s in
             if let c = s.consumer {
                 s.consumer = nil
-                return (false, c)
+                return c
             }
-            let replaced = s.waiting[job.tObs] != nil
-            if !replaced { s.order.append(job.tObs) }
-            s.waiting[job.tObs] = job
-            return (replaced, nil)
+            s.waiting.append(job)
+            return nil
         }
         wake?.resume(returning: job)
-        return replaced
     }
 
     /// The next job, or nil once closed and empty.
     func next() async -> FitJob? {
         await withCheckedContinuation { (c: CheckedContinuation<FitJob?, Never>) in
             let ready: FitJob?? = state.withLock { s in
-                if !s.order.isEmpty {
-                    let w = s.order.removeFirst()
-                    return .some(s.waiting.removeValue(forKey: w))
+                if s.head < s.waiting.count {
+                    let job = s.waiting[s.head]
+                    s.head += 1
+                    if s.head > 64, s.head * 2 > s.waiting.count {
+                        s.waiting.removeFirst(s.head)
+                        s.head = 0
+                    }
+                    return .some(job)
                 }
                 if s.closed { return .some(nil) }
                 s.consumer = c
@@ -267,7 +333,7 @@ final class FitQueue: Sendable {
         let wake: CheckedContinuation<FitJob?, Never>? = state.withLock { s in
             s.closed = true
             defer { s.consumer = nil }
-            return s.order.isEmpty ? s.consumer : nil
+            return s.head >= s.waiting.count ? s.consumer : nil
         }
         wake?.resume(returning: nil)
     }

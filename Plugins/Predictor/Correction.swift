@@ -8,7 +8,7 @@ import TweetoscopeCore
 /// | mode | features X | target (sample `W`) | forecast N̂ with a model f | without a model |
 /// |---|---|---|---|---|
 /// | `none` | [beta, n*, G1] | (n_tot − n_obs)(1 − n*)/G1 | models are not used | n_obs + G1/(1 − n*) |
-/// | `course` | [beta, n*, G1] | (n_tot − n_obs)(1 − n*)/G1 | n_obs + f(X)·G1/(1 − n*) | n_obs + G1/(1 − n*) (W = 1) |
+/// | `course` | [beta, n*, G1] | (n_tot − n_obs)(1 − n*)/G1 | n_obs + f(X)·G1/(1 − n*) | min(n_obs + G1/(1 − n*), `fallback_max_growth`·n_obs) (W = 1) |
 /// | `growth` (default) | [n_obs, n_supp/n_obs, n*, beta, G1/n_obs] | ln(n_tot/n_obs) | n_obs·exp(f(X)) | min(n_obs + n_supp, `fallback_max_growth`·n_obs) |
 ///
 /// - `none` is the raw Hawkes forecast; it still emits the course's samples, so a `none`
@@ -122,33 +122,46 @@ struct Correction: Sendable {
         }
     }
 
-    /// The forecast N̂ with `model` (nil: none yet, or mode `none`), and whether the model was
-    /// used. N̂ is at least n_obs; nil when it is not finite.
-    func forecast(_ h: HawkesInputs, model: Model?) -> (nHat: Double, usedModel: Bool)? {
+    /// The forecast N̂ with `model` (nil: none yet, or mode `none`), whether the model was used,
+    /// and whether a bound applied. N̂ is at least n_obs; nil when it is not finite.
+    ///
+    /// Bounds (issue 12 item 5): a model's prediction f(X) is clamped to the range of the targets
+    /// it was trained on ([`w_min`, `w_max`]) and N̂ to `growth_max`·n_obs, the largest growth
+    /// factor seen in training; without a model (`course`, `growth`) N̂ ≤ `fallback_max_growth`·n_obs.
+    /// Mode `none` is the raw Hawkes forecast, unbounded by definition.
+    func forecast(_ h: HawkesInputs, model: Model?) -> (nHat: Double, usedModel: Bool, bounded: Bool)? {
         let raw = h.nObs + h.nSupp
         var nHat: Double
         var used = false
+        var bounded = false
+        func clamp(_ y: Double, _ model: Model) -> Double {
+            var y = y
+            if let lo = model.wMin, y < lo { y = lo; bounded = true }
+            if let hi = model.wMax, y > hi { y = hi; bounded = true }
+            return y
+        }
         switch mode {
         case .none:
             nHat = raw
-        case .course:
-            if let model, let w = model.predict(features(h)), w.isFinite {
-                nHat = h.nObs + w * h.nSupp
+        case .course, .growth:
+            if let model, let f = model.predict(features(h)), f.isFinite {
+                let y = clamp(f, model)
+                nHat = mode == .course ? h.nObs + y * h.nSupp : h.nObs * Glibc.exp(min(y, 700))
                 used = true
+                if let g = model.growthMax, nHat > g * h.nObs {
+                    nHat = g * h.nObs
+                    bounded = true
+                }
+            } else if raw > fallbackMaxGrowth * h.nObs {
+                nHat = fallbackMaxGrowth * h.nObs
+                bounded = true
             } else {
                 nHat = raw
-            }
-        case .growth:
-            if let model, let y = model.predict(features(h)), y.isFinite {
-                nHat = h.nObs * Glibc.exp(min(y, 700))
-                used = true
-            } else {
-                nHat = min(raw, fallbackMaxGrowth * h.nObs)
             }
         }
         nHat = max(nHat, h.nObs)
         guard nHat.isFinite else { return nil }
-        return (nHat, used)
+        return (nHat, used, bounded)
     }
 
     /// The learning target for a cascade of final size `nTot` (see ``CorrectionMode``).

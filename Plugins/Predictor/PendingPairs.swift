@@ -13,6 +13,8 @@ struct Forecast: Sendable {
     var inputs: HawkesInputs
     var features: [Double]
     var nHat: Double
+    /// Where its parameters were read from (a replayable input), to hold their offset.
+    var origin: RecordOrigin? = nil
 }
 
 /// One half of a pair.
@@ -71,6 +73,9 @@ struct PendingPairs {
 
     /// Number of halves waiting.
     var count: Int { entries.count }
+
+    /// The waiting halves with when they started waiting, in no particular order.
+    var waitingHalves: [(half: Half, since: ContinuousClock.Instant)] { entries.values.map { ($0.half, $0.since) } }
 
     /// Waiting halves by kind: (forecasts, sizes).
     var waiting: (forecasts: Int, sizes: Int) {

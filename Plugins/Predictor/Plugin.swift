@@ -9,20 +9,27 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
     PluginABI.entry(abi, registrar) { $0.register(PredictorStage.descriptor) }
 }
 
-/// The latest model of each window, written by the models reader and read by the forecasts.
-final class ModelTable: Sendable {
-    private let models = Mutex<[Int: Model]>([:])
-
-    func set(_ model: Model) { models.withLock { $0[model.tObs] = model } }
-    func model(_ tObs: Int) -> Model? { models.withLock { $0[tObs] } }
-}
-
 /// Forecasts final sizes and measures them (spec §5).
 ///
-/// - On `parameters` (cid, T_obs): forecasts N̂ with the window's latest model of the stage's
-///   `mode` (see ``CorrectionMode``; until a model arrives, the mode's model-less forecast,
-///   which for `course` is W = 1, the raw Hawkes forecast), emits an `alert` {cid, msg, T_obs,
-///   n_tot: N̂} when N̂ ≥ `alert_min_size`, and keeps the forecast until the size arrives.
+/// - Stream order: `parameters` and `size` messages numbered by the collector (`seq`, per
+///   window) are handled in that order, whatever paths and timing brought them (a small reorder
+///   buffer per window; a number that never comes — a failed Hawkes fit — is skipped once both
+///   streams are past it, or after `model_wait`, counted `sequence_skipped`). So the order of
+///   completed pairs, and of the samples sent to the learner, is the stream's.
+/// - On `parameters` (cid, T_obs): forecasts N̂ with the window's model of the stage's `mode`
+///   (see ``CorrectionMode``), emits an `alert` {cid, msg, T_obs, n_tot: N̂} when
+///   N̂ ≥ `alert_min_size`, and keeps the forecast until the size arrives. The model version is
+///   decided by the stream, not by timing: with s samples of the window emitted before this
+///   forecast, it is v = ⌊s/k⌋ (k = `refit_every`), or 0 (the pretrained model, if any, else the
+///   model-less forecast) while v·k < `min_samples`; the learner fits exactly these versions.
+///   If version v has not arrived, the predictor waits for it, at most `model_wait` seconds of
+///   wall clock — the one timing-dependent step: a wait that times out is counted
+///   (`model_wait_timeouts`) and the forecast uses the newest version received. With
+///   `model_wait: 0` nothing waits (the newest model is used: not reproducible). A model newer
+///   than v (restored from a learner's state directory) is used at once (`models_ahead`).
+/// - Bounds (counted `bounded`): a model's prediction is kept within the range of the targets
+///   it was trained on (`w_min`, `w_max`) and the forecast within `growth_max`·n_obs; without a
+///   model (`course`, `growth`) the forecast is at most `fallback_max_growth`·n_obs.
 /// - On `size` (cid, T_obs, n_tot), before or after the parameters: once both halves are there it
 ///   emits a `stat` {cid, T_obs, ARE = |N̂ − n_tot|/n_tot} and a `sample` {cid, T_obs, X, W}
 ///   (X and W as the mode defines them), then forgets the pair.
@@ -32,7 +39,8 @@ final class ModelTable: Sendable {
 ///   `evicted`); a half waiting longer than `pending_ttl` wall-clock seconds is dropped
 ///   (`expired`). A size whose window got no series (too small at T_obs) or whose fit failed
 ///   never gets its parameters: it waits until it expires or is evicted, or is counted in
-///   `pending_sizes_at_end` when the run ends.
+///   `pending_sizes_at_end` when the run ends (its Kafka offset is held only for `size_hold`,
+///   see Positions.swift).
 /// - Models: the `models` input is drained by a task of its own into a latest-model-per-window
 ///   table, so the learner → predictor cycle can never block on back-pressure. A model of
 ///   another mode is ignored and counted (`models_other_mode`); in mode `none` models are not
@@ -47,7 +55,7 @@ final class PredictorStage: Stage {
         inputs: [
             PortSpec("properties", kinds: [.parameters, .size], multiple: true,
                      doc: "Hawkes parameters and final sizes keyed by T_obs (cascade_properties), in any order"),
-            PortSpec("models", kinds: [.model], required: false, sameOptions: ["mode"],
+            PortSpec("models", kinds: [.model], required: false, sameOptions: ["mode", "refit_every", "min_samples"],
                      doc: "models from the learner (whose `mode` must be this stage's); the latest per window is used"),
         ],
         outputs: [
@@ -69,7 +77,7 @@ final class PredictorStage: Stage {
             OptionSpec("pending_ttl", .double, default: .double(86_400),
                        range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
-                       range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
+                       range: 1...1e6, doc: "course and growth modes, without a model: the forecast is at most this many times n_obs (>= 1; counted `bounded`)"),
             OptionSpec("alpha", .double, default: .double(2.4), range: 2...100,
                        doc: "power-law exponent of the marks (> 2), for n* = p E[m] when parameters carry no n_star; E[m] = mu (alpha-1)/(alpha-2)"),
             OptionSpec("mu", .double, default: .double(10), range: 1e-9...1e12,
@@ -77,7 +85,16 @@ final class PredictorStage: Stage {
             OptionSpec("n_supp", .choice(NSuppMeaning.allCases.map(\.rawValue)), default: .string(NSuppMeaning.supplementary.rawValue),
                        doc: "what the n_supp field of parameters read from a topic means, used when they carry no G1: "
                            + "supplementary = G1/(1-n*); total = n_obs + G1/(1-n*) (the course majority)"),
+            OptionSpec("refit_every", .int, default: .int(20), range: 1...1e9,
+                       doc: "the learner's refit_every (k): a forecast preceded by s samples of its window uses model version floor(s/k)"),
+            OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
+                       doc: "the learner's min_samples: learned versions fitted on fewer samples do not exist (version 0 = pretrained or none is used)"),
+            OptionSpec("size_hold", .double, default: .double(30), range: 0...31_536_000,
+                       doc: "properties from Kafka: seconds (wall clock) a waiting size holds its offset uncommitted (a size that never gets parameters — cascade too small at T_obs — must not hold the commit forever); a numbered size stops holding as soon as parameters of a later number were seen"),
+            OptionSpec("model_wait", .double, default: .double(30), range: 0...86_400,
+                       doc: "seconds (wall clock) a forecast waits for the model version it needs; the one timing exception to reproducibility (timeouts counted `model_wait_timeouts`); 0 = never wait, use the newest model"),
         ],
+        acknowledgement: .holdsPositions,
         make: { _, options in try PredictorStage(options: options) })
         .declaring(summaryColumns: [
             SummaryColumn("median ARE", counter: "are{T}_median_milli", format: .thousandths),
@@ -92,6 +109,8 @@ final class PredictorStage: Stage {
     /// E[m] = mu (alpha − 1)/(alpha − 2), for parameters without n*.
     let meanMark: Double
     let nSuppMeaning: NSuppMeaning
+    let versions: VersionPolicy
+    let sizeHold: Duration
 
     init(options: StageOptions) throws {
         guard let mode = CorrectionMode(rawValue: try options.string("mode")) else {
@@ -112,6 +131,15 @@ final class PredictorStage: Stage {
         guard mu.isFinite, mu > 0 else { throw StageConfigError(option: "mu", "expected a number > 0") }
         meanMark = mu * (alpha - 1) / (alpha - 2)
         nSuppMeaning = NSuppMeaning(rawValue: try options.string("n_supp")) ?? .supplementary
+        let k = try options.int("refit_every"), minSamples = try options.int("min_samples")
+        guard k >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
+        guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        let hold = try options.double("size_hold")
+        guard hold.isFinite, hold >= 0 else { throw StageConfigError(option: "size_hold", "expected a number of seconds >= 0") }
+        sizeHold = .nanoseconds(Int64(min(hold, 1e9) * 1e9))
+        let wait = try options.double("model_wait")
+        guard wait.isFinite, wait >= 0 else { throw StageConfigError(option: "model_wait", "expected a number of seconds >= 0") }
+        versions = VersionPolicy(refitEvery: k, minSamples: minSamples, modelWait: .nanoseconds(Int64(wait * 1e9)))
     }
 
     func run(_ context: StageContext) async throws {
@@ -150,9 +178,10 @@ final class PredictorStage: Stage {
         let evictedAtReload = self.evictedAtReload.withLock { e in defer { e = 0 }; return e }
         if evictedAtReload > 0 { context.counters.add("evicted", evictedAtReload) }
         let properties = context.inputs("properties")
+        let waitForModels = mode != .none && !modelInputs.isEmpty && versions.modelWait > .zero
         if properties.count == 1 {
             while let batch = await properties[0].next() {
-                await process(batch, &state, table, context)
+                await process(batch, &state, table, context, waitForModels: waitForModels, idle: properties[0].pending == 0)
             }
         } else if !properties.isEmpty {
             let merged = Channel<[Message]>(capacity: 4)
@@ -165,8 +194,12 @@ final class PredictorStage: Stage {
                 }
             }
             while let batch = await merged.next(id) {
-                await process(batch, &state, table, context)
+                await process(batch, &state, table, context, waitForModels: waitForModels, idle: merged.pending(id) == 0)
             }
+        }
+        if !context.isReloading {
+            // End of input: what waits in the reorder buffers is handled, in order.
+            await process([], &state, table, context, waitForModels: waitForModels, final: true)
         }
 
         // Stop reading models: the learner may still send while the daemon closes our outputs.
@@ -215,14 +248,43 @@ final class PredictorStage: Stage {
     struct RunState {
         var pending: PendingPairs
         var windows: [Int: WindowAccuracy] = [:]
+        /// Reorder buffers and samples per window (stream order, model versions).
+        var order = StreamOrder()
+        /// Per window, the highest version whose wait timed out: not waited for again.
+        var abandoned: [Int: Int] = [:]
+        /// Replayable partitions read from, for commits (see Positions.swift).
+        var positions = PredictorPositions()
+        var lastProposal = ContinuousClock.now
     }
 
-    /// Handles one batch of `properties` and sends what it produced.
-    func process(_ batch: [Message], _ state: inout RunState, _ table: ModelTable, _ context: StageContext) async {
+    /// Handles one batch of `properties` (in stream order, see ``StreamOrder``) and sends what it
+    /// produced; `final` also handles everything still buffered.
+    func process(_ batch: [Message], _ state: inout RunState, _ table: ModelTable, _ context: StageContext,
+                 waitForModels: Bool, idle: Bool = true, final: Bool = false) async {
         let now = ContinuousClock.now
-        let expired = state.pending.expire(now: now)
-        if expired > 0 { context.counters.add("expired", expired) }
-        var alerts: [Message] = [], stats: [Message] = [], samples: [Message] = []
+        if !final {
+            let expired = state.pending.expire(now: now)
+            if expired > 0 { context.counters.add("expired", expired) }
+        }
+        let gapWait = versions.modelWait
+        notePositions(batch, &state)
+        var ready = state.order.order(batch, now: now, gapWait: gapWait, capacity: maxPending)
+        if final { ready += state.order.flush() }
+        state.order.report(context.counters)
+        var out = Outbox()
+        for message in ready {
+            await handle(message, &state, table, context, &out, waitForModels: waitForModels, now: now)
+        }
+        await out.send(context)
+        if state.positions.holdsPositions, final || idle || ContinuousClock.now - state.lastProposal >= .milliseconds(100) {
+            proposePositions(state, context, idle: idle || final)
+            state.lastProposal = ContinuousClock.now
+        }
+    }
+
+    /// Handles one message of `properties`; outputs go to `out`.
+    func handle(_ message: Message, _ state: inout RunState, _ table: ModelTable, _ context: StageContext,
+                _ out: inout Outbox, waitForModels: Bool, now: ContinuousClock.Instant) async {
         let counters = context.counters
 
         func complete(_ forecast: Forecast, _ size: CascadeSize) {
@@ -232,18 +294,20 @@ final class PredictorStage: Stage {
             }
             let nTot = Double(size.nTot)
             let are = abs(forecast.nHat - nTot) / nTot
-            stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are)))
+            out.stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are)))
             state.windows[size.tObs, default: WindowAccuracy()].record(are)
             switch correction.target(forecast.inputs, nTot: size.nTot) {
             case .success(let w):
-                samples.append(.sample(Sample(cascade: size.cascade, tObs: size.tObs, x: forecast.features, w: w)))
+                out.samples.append(.sample(Sample(cascade: size.cascade, tObs: size.tObs, x: forecast.features, w: w,
+                                                  growth: nTot / forecast.inputs.nObs)))
                 state.windows[size.tObs, default: WindowAccuracy()].samples += 1
+                state.order.samples[size.tObs, default: 0] += 1
             case .failure(let reason):
                 counters.reject(reason.rawValue)
             }
         }
 
-        for message in batch {
+        do {
             switch message {
             case .parameters(let p):
                 let key = PairKey(cascade: p.cascade, tObs: p.tObs)
@@ -252,7 +316,7 @@ final class PredictorStage: Stage {
                 case .waitingForecast, .completed:
                     counters.reject("duplicate_parameters")
                     context.warnRateLimited("duplicate_parameters", "ignoring repeated parameters of cascade \(p.cascade) for T_obs=\(p.tObs)")
-                    continue
+                    return
                 case .waitingSize(let s): waitingSize = s
                 case .unknown: waitingSize = nil
                 }
@@ -265,24 +329,26 @@ final class PredictorStage: Stage {
                     counters.reject("invalid_\(invalid.field)")
                     context.warnRateLimited("invalid_\(invalid.field)",
                         "ignoring parameters of cascade \(p.cascade) for T_obs=\(p.tObs): invalid \(invalid.field)")
-                    continue
+                    return
                 }
                 if inputs.clamped { counters.add("clamped_n_star") }
-                let model = correction.mode == .none ? nil : table.model(p.tObs)
-                guard let (nHat, used) = correction.forecast(inputs, model: model) else {
+                let model = correction.mode == .none ? nil
+                    : await chooseModel(p.tObs, &state, table, context, &out, waitForModels: waitForModels)
+                guard let (nHat, used, bounded) = correction.forecast(inputs, model: model) else {
                     counters.reject("non_finite_forecast")
-                    continue
+                    return
                 }
+                if bounded { counters.add("bounded") }
                 counters.add("forecasts")
                 var acc = state.windows[p.tObs, default: WindowAccuracy()]
                 acc.forecasts += 1
                 if used { acc.forecastsWithModel += 1 }
                 if nHat >= alertMinSize {
-                    alerts.append(.alert(Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat)))
+                    out.alerts.append(.alert(Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat)))
                     acc.alerts += 1
                 }
                 state.windows[p.tObs] = acc
-                let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat)
+                let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat, origin: p.origin)
                 if let size = waitingSize {
                     _ = state.pending.complete(key)
                     complete(forecast, size)
@@ -306,11 +372,5 @@ final class PredictorStage: Stage {
                 counters.reject("not_properties")
             }
         }
-        if !alerts.isEmpty { counters.add("alerts", alerts.count) }
-        if !stats.isEmpty { counters.add("stats", stats.count) }
-        if !samples.isEmpty { counters.add("samples", samples.count) }
-        await context.output("alerts")?.send(alerts)
-        await context.output("stats")?.send(stats)
-        await context.output("samples")?.send(samples)
     }
 }

@@ -246,7 +246,10 @@ public final class Pipeline: Sendable {
         // source feeding them commits only what they release.
         var holdersByStream: [String: Set<String>] = [:]
         for stage in config.stages where stage.descriptor.acknowledgement == .holdsPositions {
-            for bindings in stage.inputs.values {
+            for (port, bindings) in stage.inputs {
+                // Only ports whose records can carry a position (the predictor's `models` cannot).
+                let kinds = stage.descriptor.inputs.first(where: { $0.name == port })?.kinds ?? []
+                guard kinds.isEmpty || kinds.contains(where: \.carriesOrigin) else { continue }
                 for b in bindings { holdersByStream[b.stream, default: []].insert(stage.name) }
             }
         }

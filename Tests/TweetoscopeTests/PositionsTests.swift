@@ -174,9 +174,11 @@ final class Flag: @unchecked Sendable {
     static let options: [String: OptionValue] = ["windows": .list([.int(20), .int(50)]), "terminated": .int(40),
                                                   "min_cascade_size": .int(3)]
 
+    /// By kind/cascade/T_obs, without their stream-order numbers (a restarted collector numbers
+    /// again from 0: documented, the predictor handles such messages at once).
     static func keyed(_ messages: [Message]) -> [String: Message] {
         var result: [String: Message] = [:]
-        for m in messages { result["\(m.kind)/\(m.cascade!)/\(m.tObs!)"] = m }
+        for m in unnumbered(messages) { result["\(m.kind)/\(m.cascade!)/\(m.tObs!)"] = m }
         return result
     }
 

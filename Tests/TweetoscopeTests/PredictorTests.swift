@@ -47,9 +47,12 @@ import TweetoscopeCore
 
     /// Runs the predictor with `models` delivered (and loaded: the test waits for the
     /// `models_loaded` counter) before any properties are sent.
-    static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String) async throws -> Output {
+    static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String,
+                                  extra: [String: OptionValue] = [:]) async throws -> Output {
         let d = try stageDescriptor("predictor", plugin: "predictor")
-        let stage = try d.make("predictor", options(d, ["mode": .string(mode)]))
+        var given: [String: OptionValue] = ["mode": .string(mode)]
+        for (k, v) in extra { given[k] = v }
+        let stage = try d.make("predictor", options(d, given))
         let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
         let propsIn = StageInput(stream: props), modelsIn = StageInput(stream: modelStream)
         let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
@@ -126,7 +129,7 @@ import TweetoscopeCore
         let o = try await Self.predict(sizeFirst ? [[s], [p]] : [[p], [s]], mode: "course")
         #expect(o.alerts == [Alert(cascade: 1, msg: "hello", tObs: 600, nTot: 18)])
         #expect(o.stats == [Stat(cascade: 1, tObs: 600, are: 0.4)])
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5, growth: 3)])
         #expect(o.counters["forecasts"] == 1 && o.counters["stats"] == 1 && o.counters["samples"] == 1)
         #expect(o.counters["are600_median_milli"] == 400)
         #expect(o.counters["are600_mean_milli"] == 400)
@@ -210,7 +213,7 @@ import TweetoscopeCore
         #expect(o.counters["models_unused"] == 1)
         #expect(o.alerts.map(\.nTot) == [18])
         #expect(o.stats.map(\.are) == [0.1])   // |18 − 20|/20
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 1.25)])  // 10·0.5/4
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 1.25, growth: 2)])  // 10·0.5/4; 20/10
     }
 
     // MARK: guards
@@ -254,7 +257,7 @@ import TweetoscopeCore
         let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: 8, p: 0.01, beta: 0.001,
                                   nStar: 0.5, g1: .nan)
         let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 30)]], mode: "course")
-        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5)])
+        #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5, growth: 3)])
     }
 
     /// The base spec's parameters (issue 14): no n_star, no G1. n* = p·E[m] = 0.01·35 = 0.35 with

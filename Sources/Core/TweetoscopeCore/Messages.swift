@@ -134,13 +134,19 @@ public struct Series: Sendable, Hashable {
     public var times: [Double]
     /// Follower counts, one per event.
     public var magnitudes: [Double]
+    /// Stream-order number of this message among the collector's messages of its window (series
+    /// and sizes share one counter per window, 0, 1, 2...): the predictor processes the window's
+    /// parameters and sizes in this order, whatever the timing of the paths they took. nil from
+    /// producers that do not number (the course's collectors).
+    public var seq: Int?
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double]) {
+    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], seq: Int? = nil) {
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
         self.times = times
         self.magnitudes = magnitudes
+        self.seq = seq
     }
 
     /// Number of events observed.
@@ -156,12 +162,30 @@ public struct CascadeSize: Sendable, Hashable {
     public var nTot: Int
     /// Source-clock time in seconds of the cascade's last event.
     public var tEnd: Double
+    /// Stream-order number within the window (see ``Series/seq``); nil when not numbered.
+    public var seq: Int?
+    /// Where the message was read from when a stage downstream holds positions (the predictor
+    /// keeps a size until its parameters arrive); not part of the wire format.
+    public var origin: RecordOrigin?
 
-    public init(cascade: CascadeID, tObs: Int, nTot: Int, tEnd: Double) {
+    public init(cascade: CascadeID, tObs: Int, nTot: Int, tEnd: Double, seq: Int? = nil) {
         self.cascade = cascade
         self.tObs = tObs
         self.nTot = nTot
         self.tEnd = tEnd
+        self.seq = seq
+    }
+
+    public static func == (a: CascadeSize, b: CascadeSize) -> Bool {
+        a.cascade == b.cascade && a.tObs == b.tObs && a.nTot == b.nTot && a.tEnd == b.tEnd && a.seq == b.seq
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(cascade)
+        hasher.combine(tObs)
+        hasher.combine(nTot)
+        hasher.combine(tEnd)
+        hasher.combine(seq)
     }
 }
 
@@ -194,10 +218,16 @@ public struct CascadeParameters: Sendable, Hashable {
     public var nStar: Double
     /// Expected number of direct offspring still to come from the observed events; NaN when not sent.
     public var g1: Double
+    /// The ``Series/seq`` of the partial cascade the parameters were estimated on; nil when not numbered.
+    public var seq: Int?
+    /// Where the message was read from when a stage downstream holds positions (the predictor
+    /// keeps a forecast until its size arrives); not part of the wire format.
+    public var origin: RecordOrigin?
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
                 nSuppMeaning: NSuppMeaning? = .supplementary,
-                p: Double, beta: Double, nStar: Double, g1: Double) {
+                p: Double, beta: Double, nStar: Double, g1: Double, seq: Int? = nil) {
+        self.seq = seq
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -214,7 +244,7 @@ public struct CascadeParameters: Sendable, Hashable {
         a.cascade == b.cascade && a.msg == b.msg && a.tObs == b.tObs && a.nObs == b.nObs
             && a.nSupp == b.nSupp && a.p == b.p && a.beta == b.beta
             && (a.nStar == b.nStar || (a.nStar.isNaN && b.nStar.isNaN))
-            && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN))
+            && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN)) && a.seq == b.seq
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -227,6 +257,7 @@ public struct CascadeParameters: Sendable, Hashable {
         hasher.combine(beta)
         hasher.combine(nStar.isNaN ? 0 : nStar)
         hasher.combine(g1.isNaN ? 0 : g1)
+        hasher.combine(seq)
     }
 
     /// The supplementary count G1/(1 − n*) that `nSupp` stands for, reading it as `assumed`
@@ -252,12 +283,17 @@ public struct Sample: Sendable, Hashable {
     public var x: [Double]
     /// Target: the correction factor W (or its transform, depending on the correction mode).
     public var w: Double
+    /// The cascade's growth factor n_tot / n_obs (dimensionless, >= 1), so that the learner can
+    /// bound what its models forecast by the growth seen in training (wire field `growth`); nil
+    /// from producers that do not send it.
+    public var growth: Double?
 
-    public init(cascade: CascadeID, tObs: Int, x: [Double], w: Double) {
+    public init(cascade: CascadeID, tObs: Int, x: [Double], w: Double, growth: Double? = nil) {
         self.cascade = cascade
         self.tObs = tObs
         self.x = x
         self.w = w
+        self.growth = growth
     }
 }
 
@@ -274,13 +310,24 @@ public struct Model: Sendable, Hashable {
     public var samples: Int
     /// The forest: regression trees whose predictions are averaged.
     public var trees: [RegressionTree]
+    /// Smallest and largest target of the training samples (wire `w_min`, `w_max`): a consumer
+    /// bounds the model's prediction to this range. nil when unknown.
+    public var wMin: Double?
+    public var wMax: Double?
+    /// Largest growth factor n_tot / n_obs among the training samples that carried one (wire
+    /// `growth_max`): a consumer bounds a forecast to `growth_max · n_obs`. nil when unknown.
+    public var growthMax: Double?
 
-    public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree]) {
+    public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree],
+                wMin: Double? = nil, wMax: Double? = nil, growthMax: Double? = nil) {
         self.tObs = tObs
         self.version = version
         self.mode = mode
         self.samples = samples
         self.trees = trees
+        self.wMin = wMin
+        self.wMax = wMax
+        self.growthMax = growthMax
     }
 
     /// Mean of the trees' predictions for the feature vector `x`; nil for an empty forest.
@@ -374,6 +421,11 @@ public struct LogRecord: Sendable, Hashable {
 public enum MessageKind: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     case tweet, series, size, parameters, sample, model, alert, stat, log
     public var description: String { rawValue }
+
+    /// Whether messages of this kind carry a ``RecordOrigin`` when read from a replayable input
+    /// for a stage that holds positions (tweets for the collector; sizes and parameters for the
+    /// predictor).
+    public var carriesOrigin: Bool { self == .tweet || self == .size || self == .parameters }
 }
 
 /// Any message of the pipeline.

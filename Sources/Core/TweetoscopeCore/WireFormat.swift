@@ -156,6 +156,7 @@ private struct SeriesWire: Codable {
     var msg: WireText
     var T_obs: Int
     var tweets: [[Double]]
+    var seq: Int?
 }
 
 private struct SizeWire: Codable {
@@ -164,6 +165,7 @@ private struct SizeWire: Codable {
     var T_obs: Int?
     var n_tot: Int
     var t_end: Double
+    var seq: Int?
 }
 
 private struct ParametersWire: Codable {
@@ -176,6 +178,7 @@ private struct ParametersWire: Codable {
     var params: [Double]
     var n_star: Double?
     var G1: Double?
+    var seq: Int?
 }
 
 private struct SampleWire: Codable {
@@ -184,6 +187,7 @@ private struct SampleWire: Codable {
     var T_obs: Int?
     var X: [Double]
     var W: Double
+    var growth: Double?
 }
 
 private struct TreeWire: Codable {
@@ -201,6 +205,9 @@ private struct ModelWire: Codable {
     var mode: String
     var samples: Int
     var trees: [TreeWire]
+    var w_min: Double?
+    var w_max: Double?
+    var growth_max: Double?
 }
 
 private struct AlertWire: Codable {
@@ -250,24 +257,24 @@ public enum WireFormat {
                 pairs.reserveCapacity(s.times.count)
                 for i in s.times.indices { pairs.append([s.times[i], s.magnitudes[i]]) }
                 data = try encoder.encode(SeriesWire(
-                    type: "serie", cid: s.cascade, msg: WireText(s.msg), T_obs: s.tObs, tweets: pairs))
+                    type: "serie", cid: s.cascade, msg: WireText(s.msg), T_obs: s.tObs, tweets: pairs, seq: s.seq))
             case .size(let s):
                 data = try encoder.encode(SizeWire(
-                    type: "size", cid: s.cascade, T_obs: s.tObs, n_tot: s.nTot, t_end: s.tEnd))
+                    type: "size", cid: s.cascade, T_obs: s.tObs, n_tot: s.nTot, t_end: s.tEnd, seq: s.seq))
             case .parameters(let p):
                 data = try encoder.encode(ParametersWire(
                     type: "parameters", cid: p.cascade, msg: WireText(p.msg), T_obs: p.tObs, n_obs: p.nObs,
                     n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
-                    G1: p.g1.isNaN ? nil : p.g1))
+                    G1: p.g1.isNaN ? nil : p.g1, seq: p.seq))
             case .sample(let s):
-                data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w))
+                data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w, growth: s.growth))
             case .model(let m):
                 data = try encoder.encode(ModelWire(
                     type: "model", T_obs: m.tObs, version: m.version, mode: m.mode, samples: m.samples,
                     trees: m.trees.map {
                         TreeWire(feature: $0.feature, threshold: $0.threshold, left: $0.left,
                                  right: $0.right, value: $0.value)
-                    }))
+                    }, w_min: m.wMin, w_max: m.wMax, growth_max: m.growthMax))
             case .alert(let a):
                 data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: WireText(a.msg), T_obs: a.tObs, n_tot: a.nTot))
             case .stat(let s):
@@ -364,12 +371,14 @@ public enum WireFormat {
                 // Absolute times (2020 variant, spec §1.2) are shifted so the first tweet is at 0.
                 if let first = times.first, first != 0 { times = times.map { $0 - first } }
                 coercedMsg = w.msg.coerced
-                return .series(Series(cascade: w.cid, msg: w.msg.text, tObs: try window(w.T_obs), times: times, magnitudes: marks))
+                return .series(Series(cascade: w.cid, msg: w.msg.text, tObs: try window(w.T_obs), times: times, magnitudes: marks,
+                                      seq: try sequence(w.seq)))
             case "size":
                 let w = try decoder.decode(SizeWire.self, from: data)
                 guard w.n_tot >= 0 else { throw WireFormatError(RejectReason.negative, "field n_tot: \(w.n_tot) < 0") }
                 try check("t_end", w.t_end, max: InputLimits.maxTime, what: "time")
-                return .size(CascadeSize(cascade: w.cid, tObs: try keyedWindow(w.T_obs), nTot: w.n_tot, tEnd: w.t_end))
+                return .size(CascadeSize(cascade: w.cid, tObs: try keyedWindow(w.T_obs), nTot: w.n_tot, tEnd: w.t_end,
+                                         seq: try sequence(w.seq)))
             case "parameters":
                 let w = try decoder.decode(ParametersWire.self, from: data)
                 guard (2...4).contains(w.params.count) else {
@@ -382,10 +391,11 @@ public enum WireFormat {
                 coercedMsg = w.msg.coerced
                 return .parameters(CascadeParameters(
                     cascade: w.cid, msg: w.msg.text, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
-                    nSuppMeaning: nil, p: w.params[0], beta: w.params[1], nStar: nStar, g1: g1))
+                    nSuppMeaning: nil, p: w.params[0], beta: w.params[1], nStar: nStar, g1: g1, seq: try sequence(w.seq)))
             case "sample":
                 let w = try decoder.decode(SampleWire.self, from: data)
-                return .sample(Sample(cascade: w.cid, tObs: try keyedWindow(w.T_obs), x: w.X, w: w.W))
+                if let g = w.growth, !(g >= 0) { throw WireFormatError(RejectReason.negative, "field growth: \(g) < 0") }
+                return .sample(Sample(cascade: w.cid, tObs: try keyedWindow(w.T_obs), x: w.X, w: w.W, growth: w.growth))
             case "model":
                 let w = try decoder.decode(ModelWire.self, from: data)
                 var trees: [RegressionTree] = []
@@ -401,7 +411,12 @@ public enum WireFormat {
                     trees.append(RegressionTree(feature: t.feature, threshold: t.threshold, left: t.left,
                                                 right: t.right, value: t.value))
                 }
-                return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees))
+                if let lo = w.w_min, let hi = w.w_max, !(lo <= hi) {
+                    throw WireFormatError("fields w_min, w_max: \(lo) > \(hi)")
+                }
+                if let g = w.growth_max, !(g >= 1) { throw WireFormatError(RejectReason.outOfRange, "field growth_max: \(g) < 1") }
+                return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees,
+                                    wMin: w.w_min, wMax: w.w_max, growthMax: w.growth_max))
             case "alert":
                 let w = try decoder.decode(AlertWire.self, from: data)
                 coercedMsg = w.msg.coerced
@@ -421,6 +436,12 @@ public enum WireFormat {
         } catch {
             throw classify(error, data)
         }
+    }
+
+    /// Checks an optional stream-order number (`seq`): an integer >= 0.
+    private static func sequence(_ value: Int?) throws -> Int? {
+        if let value, value < 0 { throw WireFormatError(RejectReason.negative, "field seq: \(value) < 0") }
+        return value
     }
 
     /// Checks a time or magnitude: finite (always, from JSON), >= 0 and <= `max`.
