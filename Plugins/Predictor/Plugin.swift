@@ -70,7 +70,9 @@ final class PredictorStage: Stage {
                        range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
                        range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
-        ],
+            OptionSpec("model_path", .path,
+                       doc: "models loaded at start: a file of JSON lines of `model` messages (the `models` wire format) or a folder of such files; each is its window's model until the learner sends one"),
+        ] + AlertPolicy.options,
         make: { _, options in try PredictorStage(options: options) })
         .declaring(summaryColumns: [
             SummaryColumn("median ARE", counter: "are{T}_median_milli", format: .thousandths),
@@ -79,7 +81,9 @@ final class PredictorStage: Stage {
         ])
 
     let correction: Correction
-    let alertMinSize: Double
+    let alertPolicy: AlertPolicy
+    /// Models read from `model_path` at start, by window.
+    let loadedModels: [Int: Model]
     let maxPending: Int
     let pendingTTL: Duration
 
@@ -90,8 +94,17 @@ final class PredictorStage: Stage {
         let growth = try options.double("fallback_max_growth")
         guard growth.isFinite, growth >= 1 else { throw StageConfigError(option: "fallback_max_growth", "expected a number >= 1") }
         correction = Correction(mode: mode, fallbackMaxGrowth: growth)
-        alertMinSize = try options.double("alert_min_size")
-        guard alertMinSize.isFinite, alertMinSize >= 0 else { throw StageConfigError(option: "alert_min_size", "expected a number >= 0") }
+        alertPolicy = try AlertPolicy(options: options)
+        if options.has("model_path"), mode != .none {
+            let path = try options.string("model_path")
+            do {
+                loadedModels = try ModelFile.load(path, mode: mode, featureCount: mode.featureCount).models
+            } catch {
+                throw StageConfigError(option: "model_path", error.description)
+            }
+        } else {
+            loadedModels = [:]
+        }
         maxPending = try options.int("max_pending")
         guard maxPending >= 1 else { throw StageConfigError(option: "max_pending", "expected an integer >= 1") }
         let ttl = try options.double("pending_ttl")
@@ -101,6 +114,8 @@ final class PredictorStage: Stage {
 
     func run(_ context: StageContext) async throws {
         let table = ModelTable()
+        for tObs in loadedModels.keys.sorted() { table.set(loadedModels[tObs]!) }
+        if !loadedModels.isEmpty { context.counters.add("models_from_file", loadedModels.count) }
         let modelInputs = context.inputs("models")
         let mode = correction.mode
         // Drains `models` for as long as the learner sends, independently of `properties`.
@@ -217,7 +232,8 @@ final class PredictorStage: Stage {
             }
             let nTot = Double(size.nTot)
             let are = abs(forecast.nHat - nTot) / nTot
-            stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are)))
+            stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are, forecast: forecast.nHat,
+                                    nTot: size.nTot, nObs: Int(forecast.inputs.nObs))))
             state.windows[size.tObs, default: WindowAccuracy()].record(are)
             switch correction.target(forecast.inputs, nTot: size.nTot) {
             case .success(let w):
@@ -260,9 +276,14 @@ final class PredictorStage: Stage {
                 var acc = state.windows[p.tObs, default: WindowAccuracy()]
                 acc.forecasts += 1
                 if used { acc.forecastsWithModel += 1 }
-                if nHat >= alertMinSize {
-                    alerts.append(.alert(Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat)))
+                switch alertPolicy.alert(p, nHat: nHat, model: used ? model : nil, mode: correction.mode) {
+                case (let alert, .emit):
+                    alerts.append(.alert(alert))
                     acc.alerts += 1
+                case (_, .belowPViral):
+                    counters.add("alerts_suppressed_p_viral")
+                case (_, .belowSize):
+                    break
                 }
                 state.windows[p.tObs] = acc
                 let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat)
