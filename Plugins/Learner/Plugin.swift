@@ -52,8 +52,6 @@ final class LearnerStage: Stage {
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest"),
-            OptionSpec("final_fit", .bool, default: .bool(false),
-                       doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: scripts/train-model)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
@@ -63,7 +61,6 @@ final class LearnerStage: Stage {
     let maxSamples: Int
     let maxWindows: Int
     let parameters: ForestParameters
-    let finalFit: Bool
 
     init(options: StageOptions) throws {
         let mode = try options.string("mode")
@@ -72,7 +69,6 @@ final class LearnerStage: Stage {
             throw StageConfigError(option: "mode", "expected one of \(modeFeatureCounts.map(\.mode).joined(separator: ", "))")
         }
         featureCount = count
-        finalFit = try options.bool("final_fit")
         refitEvery = try options.int("refit_every")
         guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         maxSamples = try options.int("max_samples")
@@ -165,13 +161,6 @@ final class LearnerStage: Stage {
                     }
                 }
                 windows[s.tObs] = window
-            }
-        }
-        if finalFit && !context.isReloading {
-            for tObs in windows.keys.sorted() where windows[tObs]!.sinceFit > 0 {
-                windows[tObs]!.sinceFit = 0
-                let (x, y) = sortedSamples(windows[tObs]!.contents)
-                _ = jobs.submit(FitJob(tObs: tObs, features: x, targets: y))
             }
         }
         jobs.close()
