@@ -62,7 +62,7 @@ struct AlertPolicy: Sendable {
         }
         let a = Uncertainty.assess(nHat: nHat, nObs: Double(p.nObs), spread: spread, mode: mode, viralSize: viralSize)
         let alert = Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat, nObs: p.nObs,
-                          t: p.t0.isFinite ? p.t0 + Double(p.tObs) : nil, model: model?.version ?? 0,
+                          t: p.t0.map { $0 + Double(p.tObs) }, model: model?.version ?? 0,
                           interval: [a.lo, a.hi], pViral: a.pViral)
         if nHat < minSize { return (alert, .belowSize) }
         if a.pViral < minPViral { return (alert, .belowPViral) }

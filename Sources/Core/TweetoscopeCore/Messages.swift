@@ -76,11 +76,11 @@ public struct Series: Sendable, Hashable {
     public var times: [Double]
     /// Follower counts, one per event.
     public var magnitudes: [Double]
-    /// Source-clock time in seconds of the cascade's first event (wire field `t0`); NaN when
+    /// Source-clock time in seconds of the cascade's first event (wire field `t0`); nil when
     /// unknown (a course producer). The window ends at `t0 + tObs` on the source clock.
-    public var t0: Double
+    public var t0: Double?
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], t0: Double = .nan) {
+    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], t0: Double? = nil) {
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -133,11 +133,11 @@ public struct CascadeParameters: Sendable, Hashable {
     /// Expected number of direct offspring still to come from the observed events.
     public var g1: Double
     /// Source-clock time in seconds of the cascade's first event, copied from its series (wire
-    /// field `t0`); NaN when unknown.
-    public var t0: Double
+    /// field `t0`); nil when unknown.
+    public var t0: Double?
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
-                p: Double, beta: Double, nStar: Double, g1: Double, t0: Double = .nan) {
+                p: Double, beta: Double, nStar: Double, g1: Double, t0: Double? = nil) {
         self.t0 = t0
         self.cascade = cascade
         self.msg = msg

@@ -146,7 +146,7 @@ public enum WireFormat {
                 pairs.reserveCapacity(s.times.count)
                 for i in s.times.indices { pairs.append([s.times[i], s.magnitudes[i]]) }
                 data = try encoder.encode(SeriesWire(
-                    type: "serie", cid: s.cascade, msg: s.msg, T_obs: s.tObs, tweets: pairs, t0: s.t0.isFinite ? s.t0 : nil))
+                    type: "serie", cid: s.cascade, msg: s.msg, T_obs: s.tObs, tweets: pairs, t0: s.t0))
             case .size(let s):
                 data = try encoder.encode(SizeWire(
                     type: "size", cid: s.cascade, T_obs: s.tObs, n_tot: s.nTot, t_end: s.tEnd))
@@ -154,7 +154,7 @@ public enum WireFormat {
                 data = try encoder.encode(ParametersWire(
                     type: "parameters", cid: p.cascade, msg: p.msg, T_obs: p.tObs, n_obs: p.nObs,
                     n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
-                    G1: p.g1.isNaN ? nil : p.g1, t0: p.t0.isFinite ? p.t0 : nil))
+                    G1: p.g1.isNaN ? nil : p.g1, t0: p.t0))
             case .sample(let s):
                 data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w))
             case .model(let m):
@@ -255,7 +255,7 @@ public enum WireFormat {
                 // Absolute times (2020 variant, spec §1.2) are shifted so the first tweet is at 0.
                 if let first = times.first, first != 0 { times = times.map { $0 - first } }
                 return .series(Series(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), times: times, magnitudes: marks,
-                                      t0: try sourceTime("t0", w.t0)))
+                                      t0: w.t0 == nil ? nil : try sourceTime("t0", w.t0)))
             case "size":
                 let w = try decoder.decode(SizeWire.self, from: data)
                 guard w.n_tot >= 0 else { throw WireFormatError(RejectReason.negative, "field n_tot: \(w.n_tot) < 0") }
@@ -268,7 +268,7 @@ public enum WireFormat {
                 return .parameters(CascadeParameters(
                     cascade: w.cid, msg: w.msg, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
                     p: w.params[0], beta: w.params[1], nStar: w.n_star ?? .nan, g1: w.G1 ?? .nan,
-                    t0: try sourceTime("t0", w.t0)))
+                    t0: w.t0 == nil ? nil : try sourceTime("t0", w.t0)))
             case "sample":
                 let w = try decoder.decode(SampleWire.self, from: data)
                 return .sample(Sample(cascade: w.cid, tObs: try keyedWindow(w.T_obs), x: w.X, w: w.W))
