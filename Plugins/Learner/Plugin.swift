@@ -114,7 +114,6 @@ final class LearnerStage: Stage {
                     let version = versions[job.tObs, default: 0] + 1
                     versions[job.tObs] = version
                     context.counters.add("models")
-                    context.counters.add("fit_ms", Int(elapsed / .milliseconds(1)))
                     context.logger.debug("model T_obs=\(job.tObs) version \(version) on \(job.targets.count) samples in \(elapsed)")
                     await output?.send([.model(Model(tObs: job.tObs, version: version, mode: mode,
                                                      samples: job.targets.count, trees: fit.trees,

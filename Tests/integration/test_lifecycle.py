@@ -25,6 +25,7 @@ from independent import expected_output, read_cascades
 def config(tmp_path, acceleration, name="tweetoscope.yaml", out="out"):
     text = (ROOT / "etc" / "tweetoscope.yaml").read_text()
     text = text.replace("../data/sample.csv", str(ROOT / "data" / "sample.csv"))
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")  # the shipped model (model_path)
     text = text.replace("directory: ../out", f"directory: {tmp_path / out}")
     text = text.replace("time_acceleration: 0", f"time_acceleration: {acceleration}")
     path = tmp_path / name

@@ -39,6 +39,7 @@ def metrics_config(tmp_path, port, acceleration=300000, linger=60):
     """The shipped configuration, paced (~5 s of replay for the sample), with metrics on."""
     text = (ROOT / "etc" / "tweetoscope.yaml").read_text()
     text = text.replace("../data/sample.csv", str(SAMPLE))
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")  # the shipped model (model_path)
     text = text.replace("directory: ../out", f"directory: {tmp_path / 'out'}")
     text = text.replace("time_acceleration: 0", f"time_acceleration: {acceleration}")
     text += f'\nmetrics:\n  listen: "127.0.0.1:{port}"\n  linger: {linger}\n'
