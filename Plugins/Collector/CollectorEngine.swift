@@ -246,7 +246,8 @@ struct SourceProcessor {
         guard out.buildSeries, slots[s].times.count >= minSize else { return }
         let seq = out.sequence(windowKeys[k])
         out.series.append(.series(Series(cascade: slots[s].id, msg: slots[s].msg, tObs: windowKeys[k],
-                                         times: slots[s].times, magnitudes: slots[s].magnitudes, seq: seq)))
+                                         times: slots[s].times, magnitudes: slots[s].magnitudes, seq: seq,
+                                         t0: slots[s].firstTime)))
     }
 
     /// Ends the cascade in slot `s`: pending series, sizes, memory, ended id.

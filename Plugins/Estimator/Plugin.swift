@@ -116,7 +116,7 @@ final class EstimatorStage: Stage {
                     out.append(.parameters(CascadeParameters(
                         cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs,
                         nSupp: nSuppMeaning == .total ? Double(fit.nObs) + fit.nSupp : fit.nSupp, nSuppMeaning: nSuppMeaning,
-                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq)))
+                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq, t0: s.t0)))
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")

@@ -140,17 +140,17 @@ final class LearnerStage: Stage {
                 seeded.seed = versionSeed(parameters.seed, tObs: job.tObs, version: job.version)
                 let params = seeded
                 let result = await offPool { Result { () throws(ForestError) in
-                    try RandomForest.fit(features: job.features, targets: job.targets, parameters: params)
+                    try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets, parameters: params)
                 } }
                 let elapsed = clock.now - start
                 switch result {
-                case .success(let trees):
+                case .success(let fit):
                     versions[job.tObs] = job.version
                     context.counters.add("models")
-                    context.counters.add("fit_ms", Int(elapsed / .milliseconds(1)))
                     context.logger.debug("model T_obs=\(job.tObs) version \(job.version) on \(job.targets.count) samples in \(elapsed)")
-                    let model = Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: trees,
-                                      wMin: job.targets.min(), wMax: job.targets.max(), growthMax: job.growthMax)
+                    let model = Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: fit.trees,
+                                      wMin: job.targets.min(), wMax: job.targets.max(), growthMax: job.growthMax,
+                                      residuals: fit.logResiduals(job.targets, targetIsLog: mode == "growth"))
                     if let store {
                         do {
                             try store.save(model: model, job: job)

@@ -93,7 +93,9 @@ final class PredictorStage: Stage {
                        doc: "properties from Kafka: seconds (wall clock) a waiting size holds its offset uncommitted (a size that never gets parameters — cascade too small at T_obs — must not hold the commit forever); a numbered size stops holding as soon as parameters of a later number were seen"),
             OptionSpec("model_wait", .double, default: .double(30), range: 0...86_400,
                        doc: "seconds (wall clock) a forecast waits for the model version it needs; the one timing exception to reproducibility (timeouts counted `model_wait_timeouts`); 0 = never wait, use the newest model"),
-        ],
+            OptionSpec("model_path", .path,
+                       doc: "models loaded at start: a file of JSON lines of `model` messages (the `models` wire format) or a folder of such files; each is its window's model until the learner sends one"),
+        ] + AlertPolicy.options,
         acknowledgement: .holdsPositions,
         make: { _, options in try PredictorStage(options: options) })
         .declaring(summaryColumns: [
@@ -103,7 +105,9 @@ final class PredictorStage: Stage {
         ])
 
     let correction: Correction
-    let alertMinSize: Double
+    let alertPolicy: AlertPolicy
+    /// Models read from `model_path` at start, by window.
+    let loadedModels: [Int: Model]
     let maxPending: Int
     let pendingTTL: Duration
     /// E[m] = mu (alpha − 1)/(alpha − 2), for parameters without n*.
@@ -119,8 +123,17 @@ final class PredictorStage: Stage {
         let growth = try options.double("fallback_max_growth")
         guard growth.isFinite, growth >= 1 else { throw StageConfigError(option: "fallback_max_growth", "expected a number >= 1") }
         correction = Correction(mode: mode, fallbackMaxGrowth: growth)
-        alertMinSize = try options.double("alert_min_size")
-        guard alertMinSize.isFinite, alertMinSize >= 0 else { throw StageConfigError(option: "alert_min_size", "expected a number >= 0") }
+        alertPolicy = try AlertPolicy(options: options)
+        if options.has("model_path"), mode != .none {
+            let path = try options.string("model_path")
+            do {
+                loadedModels = try ModelFile.load(path, mode: mode, featureCount: mode.featureCount).models
+            } catch {
+                throw StageConfigError(option: "model_path", error.description)
+            }
+        } else {
+            loadedModels = [:]
+        }
         maxPending = try options.int("max_pending")
         guard maxPending >= 1 else { throw StageConfigError(option: "max_pending", "expected an integer >= 1") }
         let ttl = try options.double("pending_ttl")
@@ -144,6 +157,8 @@ final class PredictorStage: Stage {
 
     func run(_ context: StageContext) async throws {
         let table = ModelTable()
+        for tObs in loadedModels.keys.sorted() { table.set(loadedModels[tObs]!) }
+        if !loadedModels.isEmpty { context.counters.add("models_from_file", loadedModels.count) }
         let modelInputs = context.inputs("models")
         let mode = correction.mode
         // Drains `models` for as long as the learner sends, independently of `properties`.
@@ -294,7 +309,8 @@ final class PredictorStage: Stage {
             }
             let nTot = Double(size.nTot)
             let are = abs(forecast.nHat - nTot) / nTot
-            out.stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are)))
+            out.stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are, forecast: forecast.nHat,
+                                    nTot: size.nTot, nObs: Int(forecast.inputs.nObs))))
             state.windows[size.tObs, default: WindowAccuracy()].record(are)
             switch correction.target(forecast.inputs, nTot: size.nTot) {
             case .success(let w):
@@ -343,9 +359,14 @@ final class PredictorStage: Stage {
                 var acc = state.windows[p.tObs, default: WindowAccuracy()]
                 acc.forecasts += 1
                 if used { acc.forecastsWithModel += 1 }
-                if nHat >= alertMinSize {
-                    out.alerts.append(.alert(Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat)))
+                switch alertPolicy.alert(p, nHat: nHat, model: used ? model : nil, mode: correction.mode) {
+                case (let alert, .emit):
+                    out.alerts.append(.alert(alert))
                     acc.alerts += 1
+                case (_, .belowPViral):
+                    counters.add("alerts_suppressed_p_viral")
+                case (_, .belowSize):
+                    break
                 }
                 state.windows[p.tObs] = acc
                 let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat, origin: p.origin)

@@ -16,8 +16,17 @@ import TweetoscopeCore
     }
 
     static func series(_ cascade: CascadeID, _ tObs: Int, _ times: [Double], _ magnitudes: [Double],
-                       msg: String = "None") -> Message {
-        .series(Series(cascade: cascade, msg: msg, tObs: tObs, times: times, magnitudes: magnitudes))
+                       msg: String = "None", t0: Double? = nil) -> Message {
+        .series(Series(cascade: cascade, msg: msg, tObs: tObs, times: times, magnitudes: magnitudes, t0: t0))
+    }
+
+    /// `series` without their `t0` (the tests that do not check it).
+    static func withoutT0(_ series: [Message]) -> [Message] {
+        series.map { m in
+            guard case .series(var s) = m else { return m }
+            s.t0 = nil
+            return .series(s)
+        }
     }
 
     static func size(_ cascade: CascadeID, _ tObs: Int, _ nTot: Int, _ tEnd: Double) -> Message {
@@ -25,8 +34,9 @@ import TweetoscopeCore
     }
 
     /// Runs the collector with windows [10, 20] and terminated 30 unless overridden.
+    /// Series lose their `t0` unless `keepT0`.
     static func collect(_ batches: [[Message]], minSize: Int, windows: [Int] = [10, 20], terminated: Int = 30,
-                        extra: [String: OptionValue] = [:], outputs: [String] = ["series", "sizes"])
+                        extra: [String: OptionValue] = [:], outputs: [String] = ["series", "sizes"], keepT0: Bool = false)
         async throws -> (series: [Message], sizes: [Message], counters: [String: Int])
     {
         var options: [String: OptionValue] = [
@@ -36,7 +46,8 @@ import TweetoscopeCore
         for (k, v) in extra { options[k] = v }
         let r = try await runStage("collector", plugin: "collector", options: options,
                                    inputs: ["tweets": batches], outputs: outputs)
-        return (unnumbered(r.outputs["series"] ?? []), unnumbered(r.outputs["sizes"] ?? []), r.counters)
+        let series = unnumbered(r.outputs["series"] ?? [])
+        return (keepT0 ? series : withoutT0(series), unnumbered(r.outputs["sizes"] ?? []), r.counters)
     }
 
     // MARK: tests
@@ -84,13 +95,14 @@ import TweetoscopeCore
              Self.tweet(s2, 2, 0, m: 200, msg: "two"), Self.retweet(s2, 2, 3, m: 7)],
             [Self.retweet(s1, 1, 1015, m: 6),   // 1000 + 10 < 1015: cascade 1 window 10 settles
              Self.retweet(s2, 2, 12, m: 8)],    // 0 + 10 < 12: cascade 2 window 10 settles
-        ], minSize: 2)
+        ], minSize: 2, keepT0: true)
+        // t0: each cascade's first event on its own source's clock (1000 and 0).
         #expect(r.series == [
-            Self.series(1, 10, [0, 5], [100, 5], msg: "one"),
-            Self.series(2, 10, [0, 3], [200, 7], msg: "two"),
+            Self.series(1, 10, [0, 5], [100, 5], msg: "one", t0: 1000),
+            Self.series(2, 10, [0, 3], [200, 7], msg: "two", t0: 0),
             // end of input: source 1 first (it appeared first), then source 2
-            Self.series(1, 20, [0, 5, 15], [100, 5, 6], msg: "one"),
-            Self.series(2, 20, [0, 3, 12], [200, 7, 8], msg: "two"),
+            Self.series(1, 20, [0, 5, 15], [100, 5, 6], msg: "one", t0: 1000),
+            Self.series(2, 20, [0, 3, 12], [200, 7, 8], msg: "two", t0: 0),
         ])
         #expect(r.sizes == [
             Self.size(1, 10, 3, 1015), Self.size(1, 20, 3, 1015),
@@ -193,7 +205,7 @@ import TweetoscopeCore
             options: ["windows": .list([.int(10), .int(20)]), "terminated": .int(30), "min_cascade_size": .int(1)],
             inputs: ["tweets": [batch]], failedInputs: ["tweets"], outputs: ["series", "sizes"])
         #expect(r.error == nil)
-        #expect(unnumbered(r.outputs["series"] ?? []) == [Self.series(1, 10, [0, 2], [3, 5]), Self.series(1, 20, [0, 2], [3, 5])])
+        #expect(unnumbered(r.outputs["series"] ?? []) == [Self.series(1, 10, [0, 2], [3, 5], t0: 0), Self.series(1, 20, [0, 2], [3, 5], t0: 0)])
         #expect(unnumbered(r.outputs["sizes"] ?? []) == [Self.size(1, 10, 2, 2), Self.size(1, 20, 2, 2)])
         #expect(r.counters["cascades_incomplete"] == 2)
         #expect(r.counters["cascades_ended"] == 1)

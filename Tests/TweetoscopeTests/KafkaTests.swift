@@ -139,7 +139,7 @@ import TweetoscopeKafka
         #expect(source.options.first { $0.key == "group" }?.defaultValue == .string("tweetoscoped"))
         #expect(source.options.first { $0.key == "start" }?.type == .choice(["earliest", "latest"]))
         let sink = try stageDescriptor("kafka_sink", plugin: "kafka")
-        #expect(sink.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions"])
+        #expect(sink.options.map(\.key) == ["brokers", "topic", "librdkafka", "create_topic", "partitions", "keyless", "partitioner"])
         #expect(sink.acknowledgement == .explicit, "a replayable source upstream commits only what Kafka acknowledged")
         #expect(sink.inputs.map(\.name) == ["messages"] && sink.inputs[0].multiple)
         #expect(sink.options.first { $0.key == "brokers" }?.defaultValue == .string("localhost:9092"))

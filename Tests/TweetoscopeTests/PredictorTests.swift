@@ -127,8 +127,11 @@ import TweetoscopeCore
     func courseWithoutModelBothOrders(sizeFirst: Bool) async throws {
         let p = Self.parameters(1, msg: "hello"), s = Self.size(1, nTot: 30)
         let o = try await Self.predict(sizeFirst ? [[s], [p]] : [[p], [s]], mode: "course")
-        #expect(o.alerts == [Alert(cascade: 1, msg: "hello", tObs: 600, nTot: 18)])
-        #expect(o.stats == [Stat(cascade: 1, tObs: 600, are: 0.4)])
+        // The course fields (the interval and p_viral are tested in UncertaintyTests).
+        #expect(o.alerts.map { Alert(cascade: $0.cascade, msg: $0.msg, tObs: $0.tObs, nTot: $0.nTot) }
+                == [Alert(cascade: 1, msg: "hello", tObs: 600, nTot: 18)])
+        #expect(o.alerts.map(\.nObs) == [10] && o.alerts.map(\.model) == [0])
+        #expect(o.stats == [Stat(cascade: 1, tObs: 600, are: 0.4, forecast: 18, nTot: 30, nObs: 10)])
         #expect(o.samples == [Sample(cascade: 1, tObs: 600, x: [0.001, 0.5, 4], w: 2.5, growth: 3)])
         #expect(o.counters["forecasts"] == 1 && o.counters["stats"] == 1 && o.counters["samples"] == 1)
         #expect(o.counters["are600_median_milli"] == 400)
@@ -148,7 +151,9 @@ import TweetoscopeCore
             [Self.size(2, nTot: 22), Self.size(1, nTot: 30)],
         ], mode: "course")
         #expect(o.alerts.map(\.nTot) == [14, 22])
-        #expect(o.stats == [Stat(cascade: 2, tObs: 600, are: 0), Stat(cascade: 1, tObs: 600, are: 16.0 / 30)])
+        #expect(o.stats == [Stat(cascade: 2, tObs: 600, are: 0, forecast: 22, nTot: 22, nObs: 10),
+                            Stat(cascade: 1, tObs: 600, are: 16.0 / 30, forecast: 14, nTot: 30, nObs: 10)])
+        #expect(o.alerts.map(\.model) == [1, 1])
         // Samples carry the true W: (22 − 10)(1 − 0.75)/1 = 3 and 2.5.
         #expect(o.samples.map(\.w) == [3, 2.5])
         #expect(o.counters["models_loaded"] == 1)
@@ -170,7 +175,7 @@ import TweetoscopeCore
         let p = Self.parameters(7), s = Self.size(7, nTot: 30)
         let o = try await Self.predict(sizeFirst ? [[s, p]] : [[p, s]], mode: "growth")
         #expect(o.alerts.map(\.nTot) == [18])
-        #expect(o.stats == [Stat(cascade: 7, tObs: 600, are: 0.4)])
+        #expect(o.stats == [Stat(cascade: 7, tObs: 600, are: 0.4, forecast: 18, nTot: 30, nObs: 10)])
         #expect(o.samples.count == 1)
         #expect(o.samples.first?.x == [10, 0.8, 0.5, 0.001, 0.4])
         #expect(abs((o.samples.first?.w ?? 0) - 1.0986122886681098) < 1e-15)  // ln 3
@@ -312,7 +317,8 @@ import TweetoscopeCore
             [Self.size(1, tObs: 1200, nTot: 30), Self.size(1, tObs: 600, nTot: 30)],
         ], mode: "course")
         // 1200: N̂ = 20 + 2/(1 − 0.5) = 24, ARE = 6/30 = 0.2; 600: ARE 0.4.
-        #expect(o.stats == [Stat(cascade: 1, tObs: 1200, are: 0.2), Stat(cascade: 1, tObs: 600, are: 0.4)])
+        #expect(o.stats == [Stat(cascade: 1, tObs: 1200, are: 0.2, forecast: 24, nTot: 30, nObs: 20),
+                            Stat(cascade: 1, tObs: 600, are: 0.4, forecast: 18, nTot: 30, nObs: 10)])
         #expect(o.alerts.map(\.tObs) == [600, 1200])
     }
 

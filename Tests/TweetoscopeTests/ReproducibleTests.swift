@@ -114,7 +114,7 @@ import TweetoscopeCore
     @Test func everyVersionFromMinSamplesOn() async throws {
         let samples = LearnerTests.courseSamples(60).map { m -> Message in
             guard case .sample(var s) = m else { return m }
-            s.growth = 1 + Double(s.cascade % 4)
+            s.growth = 1 + Double(s.cascade.number! % 4)
             return .sample(s)
         }
         let r = try await LearnerTests.learn([samples], extra: ["refit_every": .int(10), "min_samples": .int(25)])

@@ -59,6 +59,7 @@ def test_run_shipped_config_writes_outputs_and_summary(daemon, tmp_path):
     # The shipped config, with its output directory moved to a temporary one.
     text = (ROOT / "etc" / "tweetoscope.yaml").read_text()
     text = text.replace("../data/sample.csv", str(ROOT / "data" / "sample.csv"))
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")  # the shipped model (model_path)
     text = text.replace("directory: ../out", f"directory: {tmp_path / 'out'}")
     cfg = tmp_path / "tweetoscope.yaml"
     cfg.write_text(text)

@@ -12,6 +12,7 @@ from independent import expected_output, read_cascades
 def config(tmp_path, acceleration, parallelism="0"):
     text = (ROOT / "etc" / "tweetoscope.yaml").read_text()
     text = text.replace("../data/sample.csv", str(ROOT / "data" / "sample.csv"))
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")  # the shipped model (model_path)
     text = text.replace("directory: ../out", f"directory: {tmp_path / 'out'}")
     text = text.replace("time_acceleration: 0", f"time_acceleration: {acceleration}")
     text = text.replace("parallelism: 0", f"parallelism: {parallelism}")

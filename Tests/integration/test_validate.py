@@ -142,6 +142,7 @@ def test_every_out_of_range_option_is_reported_at_once(daemon, tmp_path):
 def test_predictor_and_learner_modes_must_match(daemon, tmp_path):
     text = (ROOT / "etc" / "tweetoscope.yaml").read_text()
     text = text.replace("../data/sample.csv", str(SAMPLE)).replace("directory: ../out", f"directory: {tmp_path / 'out'}")
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")  # the shipped model (model_path)
     cfg, r, errors = validate(daemon, tmp_path, text)
     assert r.returncode == 0, r.stderr
     # The learner's mode changed alone: the predictor would ignore every model it receives.

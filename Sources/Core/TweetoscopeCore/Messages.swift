@@ -140,13 +140,19 @@ public struct Series: Sendable, Hashable {
     /// producers that do not number (the course's collectors).
     public var seq: Int?
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], seq: Int? = nil) {
+    /// Source-clock time in seconds of the cascade's first event (wire field `t0`); nil when
+    /// unknown (a course producer). The window ends at `t0 + tObs` on the source clock.
+    public var t0: Double?
+
+    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], seq: Int? = nil,
+                t0: Double? = nil) {
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
         self.times = times
         self.magnitudes = magnitudes
         self.seq = seq
+        self.t0 = t0
     }
 
     /// Number of events observed.
@@ -223,11 +229,15 @@ public struct CascadeParameters: Sendable, Hashable {
     /// Where the message was read from when a stage downstream holds positions (the predictor
     /// keeps a forecast until its size arrives); not part of the wire format.
     public var origin: RecordOrigin?
+    /// Source-clock time in seconds of the cascade's first event, copied from its series (wire
+    /// field `t0`); nil when unknown.
+    public var t0: Double?
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
                 nSuppMeaning: NSuppMeaning? = .supplementary,
-                p: Double, beta: Double, nStar: Double, g1: Double, seq: Int? = nil) {
+                p: Double, beta: Double, nStar: Double, g1: Double, seq: Int? = nil, t0: Double? = nil) {
         self.seq = seq
+        self.t0 = t0
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -244,7 +254,7 @@ public struct CascadeParameters: Sendable, Hashable {
         a.cascade == b.cascade && a.msg == b.msg && a.tObs == b.tObs && a.nObs == b.nObs
             && a.nSupp == b.nSupp && a.p == b.p && a.beta == b.beta
             && (a.nStar == b.nStar || (a.nStar.isNaN && b.nStar.isNaN))
-            && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN)) && a.seq == b.seq
+            && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN)) && a.seq == b.seq && a.t0 == b.t0
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -317,9 +327,18 @@ public struct Model: Sendable, Hashable {
     /// Largest growth factor n_tot / n_obs among the training samples that carried one (wire
     /// `growth_max`): a consumer bounds a forecast to `growth_max · n_obs`. nil when unknown.
     public var growthMax: Double?
+    /// Out-of-bag residuals of the forest on its training samples, sorted ascending, at most a
+    /// few hundred (wire field `residuals`, omitted when empty): in the target's log scale,
+    /// log(true / forecast) of the quantity the mode forecasts (the predictor's `Uncertainty`
+    /// turns them into prediction intervals). Empty for a model without them.
+    public var residuals: [Double]
+
+    /// Most residuals a model may carry (decoding rejects more).
+    public static let maxResiduals = 1000
 
     public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree],
-                wMin: Double? = nil, wMax: Double? = nil, growthMax: Double? = nil) {
+                wMin: Double? = nil, wMax: Double? = nil, growthMax: Double? = nil, residuals: [Double] = []) {
+        self.residuals = residuals
         self.tObs = tObs
         self.version = version
         self.mode = mode
@@ -376,8 +395,24 @@ public struct Alert: Sendable, Hashable {
     public var tObs: Int
     /// Forecast final size N̂.
     public var nTot: Double
+    /// Events observed in the window (nil: not given, a course producer).
+    public var nObs: Int?
+    /// Source-clock time in seconds of the forecast: the cascade's first event + T_obs (nil when unknown).
+    public var t: Double?
+    /// Version of the model used (0 = none), nil when not given.
+    public var model: Int?
+    /// 80 % prediction interval [lo, hi] of the final size, lo ≥ n_obs (nil when not given).
+    public var interval: [Double]?
+    /// Probability that the final size reaches the predictor's `viral_size`, in [0, 1].
+    public var pViral: Double?
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, nTot: Double) {
+    public init(cascade: CascadeID, msg: String, tObs: Int, nTot: Double, nObs: Int? = nil, t: Double? = nil,
+                model: Int? = nil, interval: [Double]? = nil, pViral: Double? = nil) {
+        self.nObs = nObs
+        self.t = t
+        self.model = model
+        self.interval = interval
+        self.pViral = pViral
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -391,8 +426,17 @@ public struct Stat: Sendable, Hashable {
     public var cascade: CascadeID
     public var tObs: Int
     public var are: Double
+    /// The forecast N̂ (nil when not given).
+    public var forecast: Double?
+    /// The true final size n_tot (nil when not given).
+    public var nTot: Int?
+    /// Events observed in the window when the forecast was made (nil when not given).
+    public var nObs: Int?
 
-    public init(cascade: CascadeID, tObs: Int, are: Double) {
+    public init(cascade: CascadeID, tObs: Int, are: Double, forecast: Double? = nil, nTot: Int? = nil, nObs: Int? = nil) {
+        self.forecast = forecast
+        self.nTot = nTot
+        self.nObs = nObs
         self.cascade = cascade
         self.tObs = tObs
         self.are = are
