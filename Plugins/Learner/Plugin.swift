@@ -31,7 +31,9 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   reading samples (and the predictor never waits on it). When samples arrive faster than
 ///   fits finish, a window's waiting refit is replaced by the newer one (counted
 ///   `refits_coalesced`): the model sent is always fitted on the latest samples.
-/// - When `samples` ends, waiting refits are still done and sent, then the stage returns.
+/// - When `samples` ends, waiting refits are still done and sent, then the stage returns. With
+///   `final_fit`, each window whose samples changed since its last fit is fitted once more on
+///   them first (what `tweetoscoped evaluate` uses to train on a whole training set).
 final class LearnerStage: Stage {
     static let descriptor = StageDescriptor(
         type: "learner",
@@ -52,6 +54,8 @@ final class LearnerStage: Stage {
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest"),
+            OptionSpec("final_fit", .bool, default: .bool(false),
+                       doc: "when `samples` ends, fit each window once more on its samples if any came since its last fit (offline training: with a large refit_every, one model per window on every sample)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
@@ -61,6 +65,7 @@ final class LearnerStage: Stage {
     let maxSamples: Int
     let maxWindows: Int
     let parameters: ForestParameters
+    let finalFit: Bool
 
     init(options: StageOptions) throws {
         let mode = try options.string("mode")
@@ -76,6 +81,7 @@ final class LearnerStage: Stage {
         maxWindows = try options.int("max_windows")
         guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
         let seed = try options.int("seed")
+        finalFit = try options.bool("final_fit")
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
             minSamplesLeaf: try options.int("min_samples_leaf"), maxFeatures: try options.double("max_features"),
@@ -160,6 +166,15 @@ final class LearnerStage: Stage {
                     }
                 }
                 windows[s.tObs] = window
+            }
+        }
+        if finalFit && !context.isReloading {
+            // Offline training: one more fit of each window on every sample it kept, in T_obs order.
+            for w in windows.keys.sorted() where windows[w]!.sinceFit > 0 {
+                windows[w]!.sinceFit = 0
+                let (x, y) = windows[w]!.contents
+                if jobs.submit(FitJob(tObs: w, features: x, targets: y)) { context.counters.add("refits_coalesced") }
+                context.counters.add("final_fits")
             }
         }
         jobs.close()

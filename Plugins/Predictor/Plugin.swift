@@ -1,6 +1,7 @@
 // The predictor stage (spec §5): forecasts each cascade's final size from its Hawkes parameters
 // and the window's latest model, emits alerts, and once the true size is known emits a stat
 // (the forecast's ARE) and a training sample for the learner.
+import Glibc
 import Synchronization
 import TweetoscopeCore
 
@@ -68,6 +69,8 @@ final class PredictorStage: Stage {
                        range: 1...1e9, doc: "most half pairs (forecast or size) waiting for their other half; the oldest is evicted; also the number of completed pairs remembered to spot duplicates"),
             OptionSpec("pending_ttl", .double, default: .double(86_400),
                        range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
+            OptionSpec("model_path", .path,
+                       doc: "JSON-lines file of model messages (a file sink's models.jsonl) loaded at start, before any forecast: the latest version per window of this stage's mode is used until the learner sends a newer one"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
                        range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
         ],
@@ -82,6 +85,8 @@ final class PredictorStage: Stage {
     let alertMinSize: Double
     let maxPending: Int
     let pendingTTL: Duration
+    /// Models of `model_path`, loaded at start.
+    let preloaded: [Model]
 
     init(options: StageOptions) throws {
         guard let mode = CorrectionMode(rawValue: try options.string("mode")) else {
@@ -97,10 +102,17 @@ final class PredictorStage: Stage {
         let ttl = try options.double("pending_ttl")
         guard ttl.isFinite, ttl >= 0 else { throw StageConfigError(option: "pending_ttl", "expected a number of seconds >= 0") }
         pendingTTL = .nanoseconds(Int64(min(ttl, 1e9) * 1e9))
+        if options.has("model_path") {
+            preloaded = try loadModels(try options.string("model_path"), mode: mode.rawValue)
+        } else {
+            preloaded = []
+        }
     }
 
     func run(_ context: StageContext) async throws {
         let table = ModelTable()
+        for model in preloaded { table.set(model) }
+        if !preloaded.isEmpty { context.counters.add("models_preloaded", preloaded.count) }
         let modelInputs = context.inputs("models")
         let mode = correction.mode
         // Drains `models` for as long as the learner sends, independently of `properties`.
@@ -296,4 +308,39 @@ final class PredictorStage: Stage {
         await context.output("stats")?.send(stats)
         await context.output("samples")?.send(samples)
     }
+}
+
+/// The latest model per window of `mode` in the JSON-lines file `path`.
+/// - Throws: `StageConfigError` (option `model_path`) naming the file and line of an unreadable
+///   file, a line that is not a model, or a file without a model of `mode`.
+func loadModels(_ path: String, mode: String) throws -> [Model] {
+    guard let f = fopen(path, "r") else {
+        throw StageConfigError(option: "model_path", "\(path): cannot be read: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBufferPointer { fread($0.baseAddress, 1, $0.count, f) }
+        if n == 0 { break }
+        bytes += buffer[0..<n]
+    }
+    var latest: [Int: Model] = [:]
+    var number = 0
+    for line in bytes.split(separator: 10, omittingEmptySubsequences: false) {
+        number += 1
+        if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
+        let message: Message
+        do { message = try WireFormat.decode(line) } catch {
+            throw StageConfigError(option: "model_path", "\(path):\(number): \(error)")
+        }
+        guard case .model(let m) = message else {
+            throw StageConfigError(option: "model_path", "\(path):\(number): expected a model, found a \(message.kind.rawValue)")
+        }
+        if m.mode == mode, m.version >= (latest[m.tObs]?.version ?? 0) { latest[m.tObs] = m }
+    }
+    guard !latest.isEmpty || mode == "none" else {
+        throw StageConfigError(option: "model_path", "\(path): no model of mode \(mode)")
+    }
+    return latest.keys.sorted().map { latest[$0]! }
 }
