@@ -629,11 +629,14 @@ struct Evaluation {
         guard let script = plotScript() else {
             return .failure(EvaluationError(message: "the plot script plot-evaluation was not found (looked next to the executable, in /usr/share/tweetoscope and $TWEETOSCOPE_PLOT_SCRIPT)", status: 3))
         }
-        if spawn(["python3", "-c", "import matplotlib"], quiet: true) != 0 {
+        // The first Python that has matplotlib: $TWEETOSCOPE_PYTHON, python3 on PATH, then Debian's
+        // (python3-matplotlib installs into /usr/bin/python3, which a pyenv on PATH may hide).
+        let candidates = (getenv("TWEETOSCOPE_PYTHON").map { [String(cString: $0)] } ?? []) + ["python3", "/usr/bin/python3"]
+        guard let python = candidates.first(where: { spawn([$0, "-c", "import matplotlib"], quiet: true) == 0 }) else {
             return .failure(EvaluationError(message: "python3 with matplotlib is needed: install it with `apt-get install python3-matplotlib` (or scripts/install-deps), then run evaluate again; or pass --no-plots", status: 3))
         }
-        progress("plotting with \(script)")
-        let status = spawn(["python3", script, dir], quiet: false)
+        progress("plotting with \(python) \(script)")
+        let status = spawn([python, script, dir], quiet: false)
         if status != 0 { return .failure(EvaluationError(message: "\(script) exited with status \(status)", status: 3)) }
         return .success(())
     }
