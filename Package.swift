@@ -69,7 +69,7 @@ let package = Package(
                 path: "Sources/TweetoscopeRuntime", swiftSettings: swift6),
         .executableTarget(
             name: "tweetoscoped",
-            dependencies: ["TweetoscopeRuntime", "CEarlySignals",
+            dependencies: ["TweetoscopeRuntime", "CEarlySignals", "Forest",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/tweetoscoped", swiftSettings: swift6,
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/tweetoscope"])]),

@@ -236,7 +236,8 @@ struct SourceProcessor {
     private mutating func emitSeries(_ s: Int, window k: Int, into out: inout CollectorEmission) {
         guard out.buildSeries, slots[s].times.count >= minSize else { return }
         out.series.append(.series(Series(cascade: slots[s].id, msg: slots[s].msg, tObs: windowKeys[k],
-                                         times: slots[s].times, magnitudes: slots[s].magnitudes)))
+                                         times: slots[s].times, magnitudes: slots[s].magnitudes,
+                                         t0: slots[s].firstTime)))
     }
 
     /// Ends the cascade in slot `s`: pending series, sizes, memory, ended id.

@@ -107,7 +107,7 @@ final class EstimatorStage: Stage {
                     context.counters.add("fits")
                     out.append(.parameters(CascadeParameters(
                         cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs, nSupp: fit.nSupp,
-                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1)))
+                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, t0: s.t0)))
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")

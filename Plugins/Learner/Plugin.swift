@@ -31,9 +31,7 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   reading samples (and the predictor never waits on it). When samples arrive faster than
 ///   fits finish, a window's waiting refit is replaced by the newer one (counted
 ///   `refits_coalesced`): the model sent is always fitted on the latest samples.
-/// - When `samples` ends, waiting refits are still done and sent, then the stage returns. With
-///   `final_fit`, each window whose samples changed since its last fit is fitted once more on
-///   them first (what `tweetoscoped evaluate` uses to train on a whole training set).
+/// - When `samples` ends, waiting refits are still done and sent, then the stage returns.
 final class LearnerStage: Stage {
     static let descriptor = StageDescriptor(
         type: "learner",
@@ -55,7 +53,7 @@ final class LearnerStage: Stage {
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest"),
             OptionSpec("final_fit", .bool, default: .bool(false),
-                       doc: "when `samples` ends, fit each window once more on its samples if any came since its last fit (offline training: with a large refit_every, one model per window on every sample)"),
+                       doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: scripts/train-model)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
@@ -74,6 +72,7 @@ final class LearnerStage: Stage {
             throw StageConfigError(option: "mode", "expected one of \(modeFeatureCounts.map(\.mode).joined(separator: ", "))")
         }
         featureCount = count
+        finalFit = try options.bool("final_fit")
         refitEvery = try options.int("refit_every")
         guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         maxSamples = try options.int("max_samples")
@@ -81,7 +80,6 @@ final class LearnerStage: Stage {
         maxWindows = try options.int("max_windows")
         guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
         let seed = try options.int("seed")
-        finalFit = try options.bool("final_fit")
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
             minSamplesLeaf: try options.int("min_samples_leaf"), maxFeatures: try options.double("max_features"),
@@ -112,18 +110,19 @@ final class LearnerStage: Stage {
                 let clock = ContinuousClock()
                 let start = clock.now
                 let result = await offPool { Result { () throws(ForestError) in
-                    try RandomForest.fit(features: job.features, targets: job.targets, parameters: parameters)
+                    try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets, parameters: parameters)
                 } }
                 let elapsed = clock.now - start
                 switch result {
-                case .success(let trees):
+                case .success(let fit):
                     let version = versions[job.tObs, default: 0] + 1
                     versions[job.tObs] = version
                     context.counters.add("models")
                     context.counters.add("fit_ms", Int(elapsed / .milliseconds(1)))
                     context.logger.debug("model T_obs=\(job.tObs) version \(version) on \(job.targets.count) samples in \(elapsed)")
                     await output?.send([.model(Model(tObs: job.tObs, version: version, mode: mode,
-                                                     samples: job.targets.count, trees: trees))])
+                                                     samples: job.targets.count, trees: fit.trees,
+                                                     residuals: fit.logResiduals(job.targets, targetIsLog: mode == "growth")))])
                 case .failure(let error):
                     context.counters.reject("fit_failed")
                     context.warnRateLimited("fit_failed", "fit of T_obs=\(job.tObs) failed: \(error)")
@@ -169,12 +168,10 @@ final class LearnerStage: Stage {
             }
         }
         if finalFit && !context.isReloading {
-            // Offline training: one more fit of each window on every sample it kept, in T_obs order.
-            for w in windows.keys.sorted() where windows[w]!.sinceFit > 0 {
-                windows[w]!.sinceFit = 0
-                let (x, y) = windows[w]!.contents
-                if jobs.submit(FitJob(tObs: w, features: x, targets: y)) { context.counters.add("refits_coalesced") }
-                context.counters.add("final_fits")
+            for tObs in windows.keys.sorted() where windows[tObs]!.sinceFit > 0 {
+                windows[tObs]!.sinceFit = 0
+                let (x, y) = sortedSamples(windows[tObs]!.contents)
+                _ = jobs.submit(FitJob(tObs: tObs, features: x, targets: y))
             }
         }
         jobs.close()

@@ -1,7 +1,6 @@
 // The predictor stage (spec §5): forecasts each cascade's final size from its Hawkes parameters
 // and the window's latest model, emits alerts, and once the true size is known emits a stat
 // (the forecast's ARE) and a training sample for the learner.
-import Glibc
 import Synchronization
 import TweetoscopeCore
 
@@ -69,11 +68,11 @@ final class PredictorStage: Stage {
                        range: 1...1e9, doc: "most half pairs (forecast or size) waiting for their other half; the oldest is evicted; also the number of completed pairs remembered to spot duplicates"),
             OptionSpec("pending_ttl", .double, default: .double(86_400),
                        range: 0...31_536_000, doc: "seconds (wall clock) a half pair waits for its other half before it is dropped"),
-            OptionSpec("model_path", .path,
-                       doc: "JSON-lines file of model messages (a file sink's models.jsonl) loaded at start, before any forecast: the latest version per window of this stage's mode is used until the learner sends a newer one"),
             OptionSpec("fallback_max_growth", .double, default: .double(10),
                        range: 1...1e6, doc: "growth mode, before the window's first model: the forecast is at most this many times n_obs (>= 1)"),
-        ],
+            OptionSpec("model_path", .path,
+                       doc: "models loaded at start: a file of JSON lines of `model` messages (the `models` wire format) or a folder of such files; each is its window's model until the learner sends one"),
+        ] + AlertPolicy.options,
         make: { _, options in try PredictorStage(options: options) })
         .declaring(summaryColumns: [
             SummaryColumn("median ARE", counter: "are{T}_median_milli", format: .thousandths),
@@ -82,11 +81,11 @@ final class PredictorStage: Stage {
         ])
 
     let correction: Correction
-    let alertMinSize: Double
+    let alertPolicy: AlertPolicy
+    /// Models read from `model_path` at start, by window.
+    let loadedModels: [Int: Model]
     let maxPending: Int
     let pendingTTL: Duration
-    /// Models of `model_path`, loaded at start.
-    let preloaded: [Model]
 
     init(options: StageOptions) throws {
         guard let mode = CorrectionMode(rawValue: try options.string("mode")) else {
@@ -95,24 +94,28 @@ final class PredictorStage: Stage {
         let growth = try options.double("fallback_max_growth")
         guard growth.isFinite, growth >= 1 else { throw StageConfigError(option: "fallback_max_growth", "expected a number >= 1") }
         correction = Correction(mode: mode, fallbackMaxGrowth: growth)
-        alertMinSize = try options.double("alert_min_size")
-        guard alertMinSize.isFinite, alertMinSize >= 0 else { throw StageConfigError(option: "alert_min_size", "expected a number >= 0") }
+        alertPolicy = try AlertPolicy(options: options)
+        if options.has("model_path"), mode != .none {
+            let path = try options.string("model_path")
+            do {
+                loadedModels = try ModelFile.load(path, mode: mode, featureCount: mode.featureCount).models
+            } catch {
+                throw StageConfigError(option: "model_path", error.description)
+            }
+        } else {
+            loadedModels = [:]
+        }
         maxPending = try options.int("max_pending")
         guard maxPending >= 1 else { throw StageConfigError(option: "max_pending", "expected an integer >= 1") }
         let ttl = try options.double("pending_ttl")
         guard ttl.isFinite, ttl >= 0 else { throw StageConfigError(option: "pending_ttl", "expected a number of seconds >= 0") }
         pendingTTL = .nanoseconds(Int64(min(ttl, 1e9) * 1e9))
-        if options.has("model_path") {
-            preloaded = try loadModels(try options.string("model_path"), mode: mode.rawValue)
-        } else {
-            preloaded = []
-        }
     }
 
     func run(_ context: StageContext) async throws {
         let table = ModelTable()
-        for model in preloaded { table.set(model) }
-        if !preloaded.isEmpty { context.counters.add("models_preloaded", preloaded.count) }
+        for tObs in loadedModels.keys.sorted() { table.set(loadedModels[tObs]!) }
+        if !loadedModels.isEmpty { context.counters.add("models_from_file", loadedModels.count) }
         let modelInputs = context.inputs("models")
         let mode = correction.mode
         // Drains `models` for as long as the learner sends, independently of `properties`.
@@ -229,7 +232,8 @@ final class PredictorStage: Stage {
             }
             let nTot = Double(size.nTot)
             let are = abs(forecast.nHat - nTot) / nTot
-            stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are)))
+            stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are, forecast: forecast.nHat,
+                                    nTot: size.nTot, nObs: Int(forecast.inputs.nObs))))
             state.windows[size.tObs, default: WindowAccuracy()].record(are)
             switch correction.target(forecast.inputs, nTot: size.nTot) {
             case .success(let w):
@@ -272,9 +276,14 @@ final class PredictorStage: Stage {
                 var acc = state.windows[p.tObs, default: WindowAccuracy()]
                 acc.forecasts += 1
                 if used { acc.forecastsWithModel += 1 }
-                if nHat >= alertMinSize {
-                    alerts.append(.alert(Alert(cascade: p.cascade, msg: p.msg, tObs: p.tObs, nTot: nHat)))
+                switch alertPolicy.alert(p, nHat: nHat, model: used ? model : nil, mode: correction.mode) {
+                case (let alert, .emit):
+                    alerts.append(.alert(alert))
                     acc.alerts += 1
+                case (_, .belowPViral):
+                    counters.add("alerts_suppressed_p_viral")
+                case (_, .belowSize):
+                    break
                 }
                 state.windows[p.tObs] = acc
                 let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat)
@@ -308,39 +317,4 @@ final class PredictorStage: Stage {
         await context.output("stats")?.send(stats)
         await context.output("samples")?.send(samples)
     }
-}
-
-/// The latest model per window of `mode` in the JSON-lines file `path`.
-/// - Throws: `StageConfigError` (option `model_path`) naming the file and line of an unreadable
-///   file, a line that is not a model, or a file without a model of `mode`.
-func loadModels(_ path: String, mode: String) throws -> [Model] {
-    guard let f = fopen(path, "r") else {
-        throw StageConfigError(option: "model_path", "\(path): cannot be read: \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBufferPointer { fread($0.baseAddress, 1, $0.count, f) }
-        if n == 0 { break }
-        bytes += buffer[0..<n]
-    }
-    var latest: [Int: Model] = [:]
-    var number = 0
-    for line in bytes.split(separator: 10, omittingEmptySubsequences: false) {
-        number += 1
-        if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
-        let message: Message
-        do { message = try WireFormat.decode(line) } catch {
-            throw StageConfigError(option: "model_path", "\(path):\(number): \(error)")
-        }
-        guard case .model(let m) = message else {
-            throw StageConfigError(option: "model_path", "\(path):\(number): expected a model, found a \(message.kind.rawValue)")
-        }
-        if m.mode == mode, m.version >= (latest[m.tObs]?.version ?? 0) { latest[m.tObs] = m }
-    }
-    guard !latest.isEmpty || mode == "none" else {
-        throw StageConfigError(option: "model_path", "\(path): no model of mode \(mode)")
-    }
-    return latest.keys.sorted().map { latest[$0]! }
 }

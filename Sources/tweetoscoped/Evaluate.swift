@@ -10,7 +10,6 @@
 // Then it scores every forecast against the true final size beside a naive baseline, and writes
 // summary.json, forecasts.csv, report.md and the plots (scripts/plot-evaluation, matplotlib).
 import ArgumentParser
-import FoundationEssentials
 import Glibc
 import TweetoscopeCore
 import TweetoscopeRuntime
@@ -130,13 +129,6 @@ struct ForecastRow {
     var are: Double
 }
 
-/// What the alert's wire format may carry beyond {cid, msg, T_obs, n_tot}: the predictor's
-/// forecast interval and probability of going viral, when it sends them.
-private struct AlertExtras: Decodable {
-    var interval: [Double]?
-    var p_viral: Double?
-}
-
 struct Evaluation {
     let command: Evaluate
     let logger: Logger
@@ -169,7 +161,7 @@ struct Evaluation {
             let controlled: [String: Set<String>] = [
                 "collector": ["windows", "terminated"],
                 "estimator": [],
-                "predictor": ["mode", "model_path", "alert_min_size"],
+                "predictor": ["mode", "model_path", "alert_min_size", "alert_min_p_viral"],
                 "learner": ["mode", "refit_every", "max_samples", "final_fit"],
             ]
             for stage in config.stages {
@@ -377,17 +369,15 @@ struct Evaluation {
         }
         _ = try await runPipeline(stages, name: "test-\(fold)")
         var result: [String: (alerts: [PairID: (Alert, AlertExtrasValue)], stats: [PairID: Double])] = [:]
-        let decoder = JSONDecoder()
         for m in modes {
             var alerts: [PairID: (Alert, AlertExtrasValue)] = [:]
             var stats: [PairID: Double] = [:]
             for message in EvaluationSlots.shared.collected("forecasts.\(fold).\(m)") {
                 switch message {
                 case .alert(let a):
-                    let extras = (try? decoder.decode(AlertExtras.self, from: Data(WireFormat.encode(message))))
                     var v = AlertExtrasValue()
-                    if let i = extras?.interval, i.count == 2 { (v.lo, v.hi) = (i[0], i[1]) }
-                    v.pViral = extras?.p_viral
+                    if let i = a.interval, i.count == 2 { (v.lo, v.hi) = (i[0], i[1]) }
+                    v.pViral = a.pViral
                     alerts[PairID(cascade: a.cascade, tObs: a.tObs)] = (a, v)
                 case .stat(let s): stats[PairID(cascade: s.cascade, tObs: s.tObs)] = s.are
                 default: break
@@ -659,6 +649,7 @@ struct Evaluation {
     }
 }
 
+/// The forecast's 80 % interval and probability of going viral, when the alert carries them.
 struct AlertExtrasValue: Sendable {
     var lo: Double?
     var hi: Double?

@@ -76,13 +76,17 @@ public struct Series: Sendable, Hashable {
     public var times: [Double]
     /// Follower counts, one per event.
     public var magnitudes: [Double]
+    /// Source-clock time in seconds of the cascade's first event (wire field `t0`); NaN when
+    /// unknown (a course producer). The window ends at `t0 + tObs` on the source clock.
+    public var t0: Double
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double]) {
+    public init(cascade: CascadeID, msg: String, tObs: Int, times: [Double], magnitudes: [Double], t0: Double = .nan) {
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
         self.times = times
         self.magnitudes = magnitudes
+        self.t0 = t0
     }
 
     /// Number of events observed.
@@ -128,9 +132,13 @@ public struct CascadeParameters: Sendable, Hashable {
     public var nStar: Double
     /// Expected number of direct offspring still to come from the observed events.
     public var g1: Double
+    /// Source-clock time in seconds of the cascade's first event, copied from its series (wire
+    /// field `t0`); NaN when unknown.
+    public var t0: Double
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
-                p: Double, beta: Double, nStar: Double, g1: Double) {
+                p: Double, beta: Double, nStar: Double, g1: Double, t0: Double = .nan) {
+        self.t0 = t0
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -173,8 +181,18 @@ public struct Model: Sendable, Hashable {
     public var samples: Int
     /// The forest: regression trees whose predictions are averaged.
     public var trees: [RegressionTree]
+    /// Out-of-bag residuals of the forest on its training samples, sorted ascending, at most a
+    /// few hundred (wire field `residuals`, omitted when empty): in the target's log scale,
+    /// log(true / forecast) of the quantity the mode forecasts (the predictor's `Uncertainty`
+    /// turns them into prediction intervals). Empty for a model without them.
+    public var residuals: [Double]
 
-    public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree]) {
+    /// Most residuals a model may carry (decoding rejects more).
+    public static let maxResiduals = 1000
+
+    public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree],
+                residuals: [Double] = []) {
+        self.residuals = residuals
         self.tObs = tObs
         self.version = version
         self.mode = mode
@@ -228,8 +246,24 @@ public struct Alert: Sendable, Hashable {
     public var tObs: Int
     /// Forecast final size N̂.
     public var nTot: Double
+    /// Events observed in the window (nil: not given, a course producer).
+    public var nObs: Int?
+    /// Source-clock time in seconds of the forecast: the cascade's first event + T_obs (nil when unknown).
+    public var t: Double?
+    /// Version of the model used (0 = none), nil when not given.
+    public var model: Int?
+    /// 80 % prediction interval [lo, hi] of the final size, lo ≥ n_obs (nil when not given).
+    public var interval: [Double]?
+    /// Probability that the final size reaches the predictor's `viral_size`, in [0, 1].
+    public var pViral: Double?
 
-    public init(cascade: CascadeID, msg: String, tObs: Int, nTot: Double) {
+    public init(cascade: CascadeID, msg: String, tObs: Int, nTot: Double, nObs: Int? = nil, t: Double? = nil,
+                model: Int? = nil, interval: [Double]? = nil, pViral: Double? = nil) {
+        self.nObs = nObs
+        self.t = t
+        self.model = model
+        self.interval = interval
+        self.pViral = pViral
         self.cascade = cascade
         self.msg = msg
         self.tObs = tObs
@@ -243,8 +277,17 @@ public struct Stat: Sendable, Hashable {
     public var cascade: CascadeID
     public var tObs: Int
     public var are: Double
+    /// The forecast N̂ (nil when not given).
+    public var forecast: Double?
+    /// The true final size n_tot (nil when not given).
+    public var nTot: Int?
+    /// Events observed in the window when the forecast was made (nil when not given).
+    public var nObs: Int?
 
-    public init(cascade: CascadeID, tObs: Int, are: Double) {
+    public init(cascade: CascadeID, tObs: Int, are: Double, forecast: Double? = nil, nTot: Int? = nil, nObs: Int? = nil) {
+        self.forecast = forecast
+        self.nTot = nTot
+        self.nObs = nObs
         self.cascade = cascade
         self.tObs = tObs
         self.are = are

@@ -41,6 +41,7 @@ private struct SeriesWire: Codable {
     var msg: String
     var T_obs: Int
     var tweets: [[Double]]
+    var t0: Double?
 }
 
 private struct SizeWire: Codable {
@@ -61,6 +62,7 @@ private struct ParametersWire: Codable {
     var params: [Double]
     var n_star: Double?
     var G1: Double?
+    var t0: Double?
 }
 
 private struct SampleWire: Codable {
@@ -86,6 +88,7 @@ private struct ModelWire: Codable {
     var mode: String
     var samples: Int
     var trees: [TreeWire]
+    var residuals: [Double]?
 }
 
 private struct AlertWire: Codable {
@@ -94,6 +97,11 @@ private struct AlertWire: Codable {
     var msg: String
     var T_obs: Int
     var n_tot: Double
+    var n_obs: Int?
+    var t: Double?
+    var model: Int?
+    var interval: [Double]?
+    var p_viral: Double?
 }
 
 private struct StatWire: Codable {
@@ -101,6 +109,9 @@ private struct StatWire: Codable {
     var cid: CascadeID
     var T_obs: Int
     var ARE: Double
+    var forecast: Double?
+    var n_tot: Int?
+    var n_obs: Int?
 }
 
 private struct LogWire: Codable {
@@ -135,7 +146,7 @@ public enum WireFormat {
                 pairs.reserveCapacity(s.times.count)
                 for i in s.times.indices { pairs.append([s.times[i], s.magnitudes[i]]) }
                 data = try encoder.encode(SeriesWire(
-                    type: "serie", cid: s.cascade, msg: s.msg, T_obs: s.tObs, tweets: pairs))
+                    type: "serie", cid: s.cascade, msg: s.msg, T_obs: s.tObs, tweets: pairs, t0: s.t0.isFinite ? s.t0 : nil))
             case .size(let s):
                 data = try encoder.encode(SizeWire(
                     type: "size", cid: s.cascade, T_obs: s.tObs, n_tot: s.nTot, t_end: s.tEnd))
@@ -143,7 +154,7 @@ public enum WireFormat {
                 data = try encoder.encode(ParametersWire(
                     type: "parameters", cid: p.cascade, msg: p.msg, T_obs: p.tObs, n_obs: p.nObs,
                     n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
-                    G1: p.g1.isNaN ? nil : p.g1))
+                    G1: p.g1.isNaN ? nil : p.g1, t0: p.t0.isFinite ? p.t0 : nil))
             case .sample(let s):
                 data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w))
             case .model(let m):
@@ -152,11 +163,14 @@ public enum WireFormat {
                     trees: m.trees.map {
                         TreeWire(feature: $0.feature, threshold: $0.threshold, left: $0.left,
                                  right: $0.right, value: $0.value)
-                    }))
+                    }, residuals: m.residuals.isEmpty ? nil : m.residuals))
             case .alert(let a):
-                data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: a.msg, T_obs: a.tObs, n_tot: a.nTot))
+                data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: a.msg, T_obs: a.tObs, n_tot: a.nTot,
+                                                    n_obs: a.nObs, t: a.t, model: a.model, interval: a.interval,
+                                                    p_viral: a.pViral))
             case .stat(let s):
-                data = try encoder.encode(StatWire(type: "stat", cid: s.cascade, T_obs: s.tObs, ARE: s.are))
+                data = try encoder.encode(StatWire(type: "stat", cid: s.cascade, T_obs: s.tObs, ARE: s.are,
+                                                   forecast: s.forecast, n_tot: s.nTot, n_obs: s.nObs))
             case .log(let l):
                 data = try encoder.encode(LogWire(t: l.time, source: l.source, level: l.level, message: l.message))
             }
@@ -240,7 +254,8 @@ public enum WireFormat {
                 }
                 // Absolute times (2020 variant, spec §1.2) are shifted so the first tweet is at 0.
                 if let first = times.first, first != 0 { times = times.map { $0 - first } }
-                return .series(Series(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), times: times, magnitudes: marks))
+                return .series(Series(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), times: times, magnitudes: marks,
+                                      t0: try sourceTime("t0", w.t0)))
             case "size":
                 let w = try decoder.decode(SizeWire.self, from: data)
                 guard w.n_tot >= 0 else { throw WireFormatError(RejectReason.negative, "field n_tot: \(w.n_tot) < 0") }
@@ -252,7 +267,8 @@ public enum WireFormat {
                 guard w.n_obs >= 0 else { throw WireFormatError(RejectReason.negative, "field n_obs: \(w.n_obs) < 0") }
                 return .parameters(CascadeParameters(
                     cascade: w.cid, msg: w.msg, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
-                    p: w.params[0], beta: w.params[1], nStar: w.n_star ?? .nan, g1: w.G1 ?? .nan))
+                    p: w.params[0], beta: w.params[1], nStar: w.n_star ?? .nan, g1: w.G1 ?? .nan,
+                    t0: try sourceTime("t0", w.t0)))
             case "sample":
                 let w = try decoder.decode(SampleWire.self, from: data)
                 return .sample(Sample(cascade: w.cid, tObs: try keyedWindow(w.T_obs), x: w.X, w: w.W))
@@ -271,14 +287,31 @@ public enum WireFormat {
                     trees.append(RegressionTree(feature: t.feature, threshold: t.threshold, left: t.left,
                                                 right: t.right, value: t.value))
                 }
-                return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees))
+                let residuals = w.residuals ?? []
+                guard residuals.count <= Model.maxResiduals else {
+                    throw WireFormatError(RejectReason.outOfRange, "field residuals: \(residuals.count) values, at most \(Model.maxResiduals)")
+                }
+                guard zip(residuals, residuals.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+                    throw WireFormatError("field residuals: not sorted ascending")
+                }
+                return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees,
+                                    residuals: residuals))
             case "alert":
                 let w = try decoder.decode(AlertWire.self, from: data)
-                return .alert(Alert(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), nTot: w.n_tot))
+                if let i = w.interval, i.count != 2 || !(i[0] <= i[1]) {
+                    throw WireFormatError("field interval: expected [lo, hi] with lo <= hi")
+                }
+                if let p = w.p_viral, !(0...1).contains(p) {
+                    throw WireFormatError(RejectReason.outOfRange, "field p_viral: \(p) not in [0, 1]")
+                }
+                return .alert(Alert(cascade: w.cid, msg: w.msg, tObs: try window(w.T_obs), nTot: w.n_tot, nObs: w.n_obs,
+                                    t: w.t == nil ? nil : try sourceTime("t", w.t), model: w.model,
+                                    interval: w.interval, pViral: w.p_viral))
             case "stat":
                 let w = try decoder.decode(StatWire.self, from: data)
                 guard w.ARE >= 0 else { throw WireFormatError(RejectReason.negative, "field ARE: \(w.ARE) < 0") }
-                return .stat(Stat(cascade: w.cid, tObs: try window(w.T_obs), are: w.ARE))
+                return .stat(Stat(cascade: w.cid, tObs: try window(w.T_obs), are: w.ARE, forecast: w.forecast,
+                                  nTot: w.n_tot, nObs: w.n_obs))
             case nil:
                 let w = try decoder.decode(LogWire.self, from: data)
                 return .log(LogRecord(time: w.t, source: w.source, level: w.level, message: w.message))
@@ -298,6 +331,13 @@ public enum WireFormat {
         guard value <= max else {
             throw WireFormatError(RejectReason.outOfRange, "field \(field): \(what) \(value) beyond \(max)")
         }
+    }
+
+    /// A source-clock time field: NaN when absent, else checked like an event time.
+    private static func sourceTime(_ field: String, _ value: Double?) throws -> Double {
+        guard let value else { return .nan }
+        try check(field, value, max: InputLimits.maxTime, what: "time")
+        return value
     }
 
     /// Checks an observation window: > 0 seconds.

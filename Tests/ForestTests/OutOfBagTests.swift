@@ -1,0 +1,77 @@
+// Out-of-bag predictions (Breiman 2001 §3.1) and the bounded residual list a model carries.
+import Forest
+import Testing
+import TweetoscopeCore
+
+@Suite struct OutOfBagTests {
+    /// 60 samples, y = x₀ + noise-free step on x₁.
+    static let features: [[Double]] = (0..<60).map { [Double($0), Double($0 % 7)] }
+    static let targets: [Double] = (0..<60).map { Double($0) + ($0 % 7 > 3 ? 10 : 0) }
+
+    /// The trees are those of `fit` for the same samples, parameters and seed, bit for bit.
+    @Test func sameTreesAsFit() throws {
+        let p = ForestParameters(trees: 25, maxDepth: 6, minSamplesLeaf: 2, seed: 9)
+        let plain = try RandomForest.fit(features: Self.features, targets: Self.targets, parameters: p)
+        let oob = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Self.targets, parameters: p)
+        #expect(oob.trees == plain)
+    }
+
+    /// A sample is out of bag for a tree with probability (1 − 1/n)^n = (59/60)^60 = 0.3648 (n = 60);
+    /// over 400 trees × 60 samples the share is within 0.02 of it.
+    @Test func outOfBagShareIsAboutOneOverE() throws {
+        let p = ForestParameters(trees: 400, maxDepth: 4, minSamplesLeaf: 2, seed: 3)
+        let oob = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Self.targets, parameters: p)
+        let share = Double(oob.counts.reduce(0, +)) / Double(400 * 60)
+        #expect(abs(share - 0.3648) < 0.02, "share \(share)")
+        #expect(oob.predictions.allSatisfy { $0 != nil })
+    }
+
+    /// With constant targets c every tree is one leaf c, so every out-of-bag prediction is c
+    /// and every residual 0; without bootstrap no sample is ever out of bag.
+    @Test func constantTargetsAndNoBootstrap() throws {
+        let c = 2.5
+        let oob = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Array(repeating: c, count: 60),
+                                                   parameters: ForestParameters(trees: 30, seed: 1))
+        #expect(oob.predictions.allSatisfy { $0 == c })
+        #expect(oob.logResiduals(Array(repeating: c, count: 60), targetIsLog: true).allSatisfy { $0 == 0 })
+        let none = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Self.targets,
+                                                    parameters: ForestParameters(trees: 5, bootstrap: false))
+        #expect(none.predictions.allSatisfy { $0 == nil } && none.counts == Array(repeating: 0, count: 60))
+    }
+
+    /// An out-of-bag prediction is the mean of the trees that did not draw the sample: with one
+    /// tree, it is that tree's prediction for the samples it did not draw, nil for the others.
+    @Test func singleTreeOutOfBagIsTheTreesPrediction() throws {
+        let oob = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Self.targets,
+                                                   parameters: ForestParameters(trees: 1, maxDepth: 3, minSamplesLeaf: 1, seed: 5))
+        let tree = oob.trees[0]
+        var outside = 0
+        for i in 0..<60 {
+            if oob.counts[i] == 1 {
+                outside += 1
+                #expect(oob.predictions[i] == tree.predict(Self.features[i]))
+            } else {
+                #expect(oob.predictions[i] == nil)
+            }
+        }
+        #expect(outside > 0 && outside < 60)
+    }
+
+    /// Course-type targets: ln(W/Ŵ) with both floored at 1e-3: W = 0 against Ŵ = 0.5 gives
+    /// ln(0.001/0.5) = −6.2146080984221914.
+    @Test func courseResidualsAreLogRatios() {
+        let fit = OutOfBagFit(trees: [], predictions: [0.5, 2, nil], counts: [1, 1, 0])
+        let r = fit.logResiduals([0, 4, 1], targetIsLog: false)
+        #expect(r.count == 2)
+        #expect(abs(r[0] - -6.2146080984221914) < 1e-12 && abs(r[1] - 0.6931471805599453) < 1e-12)
+    }
+
+    /// 1000 values 0…999 bounded to 200: ranks round(k·999/199), so 0, 5 (5.02), 10 (10.04), …, 999.
+    @Test func boundedSampleKeepsEvenlySpacedOrderStatistics() {
+        let values = (0..<1000).reversed().map(Double.init)
+        let b = boundedSortedSample(values, count: 200)
+        #expect(b.count == 200)
+        #expect(b[0] == 0 && b[1] == 5 && b[2] == 10 && b[199] == 999)
+        #expect(boundedSortedSample([3, 1, 2], count: 200) == [1, 2, 3])
+    }
+}
