@@ -185,3 +185,19 @@ def test_bad_input_is_an_error_naming_the_file(daemon, tmp_path):
     r = run(daemon, "evaluate", "--train", bad, "--report", tmp_path / "out", "--no-plots")
     assert r.returncode != 0
     assert str(bad) in r.stderr and "cascade,t,m" in r.stderr
+
+
+def test_failed_plots_exit_3_after_writing_the_figures(daemon, cascades, tmp_path):
+    data = tmp_path / "prefix.csv"
+    write(data, cascades[:60])
+    import os
+    import subprocess
+    env = dict(os.environ, TWEETOSCOPE_PLOT_SCRIPT=str(tmp_path / "no-such-plot-script"))
+    r = subprocess.run([str(daemon), "evaluate", "--train", str(data), "--report", str(tmp_path / "out"),
+                        "--windows", "600", "--folds", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "plots not made" in r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["windows"]["600"]["default"]["n"] > 0
+    assert (tmp_path / "out" / "forecasts.csv").read_text().startswith("cid,T_obs,mode,")
+    assert "Plots not made" in (tmp_path / "out" / "report.md").read_text()
