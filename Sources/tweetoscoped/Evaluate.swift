@@ -449,6 +449,7 @@ struct Evaluation {
         }
 
         var rows: [ForecastRow] = []
+        var unforecast: [String: Int] = [:]
         for (k, fold) in plan.enumerated() {
             progress(plan.count > 1
                 ? "fold \(k + 1)/\(plan.count): training \(trainModes.joined(separator: ", ")) on \(fold.train.count) cascades, testing on \(fold.test.count)"
@@ -460,8 +461,12 @@ struct Evaluation {
                 let (byPair, stats) = results[m]!
                 for id in fold.test {
                     for w in windows {
-                        guard let p = testData[id]?.parameters[w], let size = testData[id]?.sizes[w],
-                              let found = byPair[PairID(cascade: id, tObs: w)] else { continue }
+                        guard let p = testData[id]?.parameters[w], let size = testData[id]?.sizes[w] else { continue }
+                        guard let found = byPair[PairID(cascade: id, tObs: w)] else {
+                            // The predictor rejected these parameters (counted in its summary).
+                            unforecast["\(m) T_obs=\(w)", default: 0] += 1
+                            continue
+                        }
                         let (alert, extras) = found
                         let nTot = size.nTot
                         let are = stats[PairID(cascade: id, tObs: w)] ?? abs(alert.nTot - Double(nTot)) / Double(nTot)
@@ -490,6 +495,9 @@ struct Evaluation {
             }
         }
 
+        for key in unforecast.keys.sorted() {
+            writeStandardError("tweetoscoped evaluate: \(key): \(unforecast[key]!) test cascade(s) with parameters and a size got no forecast (the predictor rejected their parameters); left out of that mode's figures\n")
+        }
         let keys = summaryKeys()
         let order = Dictionary(uniqueKeysWithValues: (modes + ["naive"]).enumerated().map { ($1, $0) })
         rows.sort { a, b in
