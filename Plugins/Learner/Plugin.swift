@@ -53,7 +53,7 @@ final class LearnerStage: Stage {
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest"),
             OptionSpec("final_fit", .bool, default: .bool(false),
-                       doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: scripts/train-model)"),
+                       doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: tweetoscoped evaluate, with a large refit_every)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
