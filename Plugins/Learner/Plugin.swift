@@ -66,6 +66,8 @@ final class LearnerStage: Stage {
                        doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
             OptionSpec("state_dir", .path, default: .string(""),
                        doc: "directory where each window's latest model and samples are kept across restarts, relative to the configuration file (created if missing; unset = none)"),
+            OptionSpec("final_fit", .bool, default: .bool(false),
+                       doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: tweetoscoped evaluate, with a large refit_every)"),
         ],
         make: { _, options in try LearnerStage(options: options) })
 
@@ -77,6 +79,7 @@ final class LearnerStage: Stage {
     let minSamples: Int
     let stateDir: String
     let parameters: ForestParameters
+    let finalFit: Bool
 
     init(options: StageOptions) throws {
         let mode = try options.string("mode")
@@ -85,6 +88,7 @@ final class LearnerStage: Stage {
             throw StageConfigError(option: "mode", "expected one of \(modeFeatureCounts.map(\.mode).joined(separator: ", "))")
         }
         featureCount = count
+        finalFit = try options.bool("final_fit")
         refitEvery = try options.int("refit_every")
         guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         maxSamples = try options.int("max_samples")
@@ -200,6 +204,16 @@ final class LearnerStage: Stage {
                                        features: x, targets: y, growth: g))
                 }
                 windows[s.tObs] = window
+            }
+        }
+        if finalFit && !context.isReloading {
+            // Every window whose last samples no version covers: one more version on all of them.
+            for tObs in windows.keys.sorted() {
+                let w = windows[tObs]!
+                guard w.seen > 0, !(w.seen % refitEvery == 0 && w.seen >= minSamples) else { continue }
+                let (x, y, g) = sortedSamples(w.contents)
+                jobs.submit(FitJob(tObs: tObs, version: w.seen / refitEvery + 1, seen: w.seen,
+                                   features: x, targets: y, growth: g))
             }
         }
         jobs.close()

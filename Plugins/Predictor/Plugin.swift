@@ -157,7 +157,7 @@ final class PredictorStage: Stage {
 
     func run(_ context: StageContext) async throws {
         let table = ModelTable()
-        for tObs in loadedModels.keys.sorted() { table.set(loadedModels[tObs]!) }
+        for tObs in loadedModels.keys.sorted() { table.set(loadedModels[tObs]!, slot: 0) }
         if !loadedModels.isEmpty { context.counters.add("models_from_file", loadedModels.count) }
         let modelInputs = context.inputs("models")
         let mode = correction.mode

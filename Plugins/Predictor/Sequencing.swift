@@ -14,11 +14,13 @@ final class ModelTable: Sendable {
     static let kept = 8
     private let models = Mutex<[Int: [Int: Model]]>([:])
 
-    /// Adds `model` (replacing the same version of the same window).
-    func set(_ model: Model) {
+    /// Adds `model` as version `slot` of its window (default: its own version), replacing what
+    /// that slot held. A pretrained model goes to slot 0 and keeps its own version number, which
+    /// the alerts report.
+    func set(_ model: Model, slot: Int? = nil) {
         models.withLock { table in
             var versions = table[model.tObs] ?? [:]
-            versions[model.version] = model
+            versions[slot ?? model.version] = model
             if versions.count > Self.kept + 1, let newest = versions.keys.max() {
                 versions = versions.filter { $0.key == 0 || $0.key > newest - Self.kept }
             }

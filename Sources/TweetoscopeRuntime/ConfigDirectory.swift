@@ -232,3 +232,26 @@ extension ConfigLoader {
         return (PipelineConfig(file: file, settings: settings, stages: stages), registry)
     }
 }
+
+extension ConfigLoader {
+    /// Checks and builds a configuration held in memory (a command that assembles pipelines
+    /// itself, such as `tweetoscoped evaluate`) against an already loaded `registry`, which may
+    /// hold stage types registered in-process besides the plugins'.
+    ///
+    /// - Parameters:
+    ///   - text: the YAML document; its `plugin_dir` and `plugins` keys are read but no plugin is
+    ///     loaded (the registry is used as given).
+    ///   - file: the name its diagnostics carry, and the directory relative paths are resolved from.
+    /// - Throws: `ConfigErrors` with every problem found (syntax, keys, types, option values, graph).
+    public static func load(text: String, file: String, registry: StageRegistry) throws -> PipelineConfig {
+        var errors: [ConfigDiagnostic] = []
+        guard let root = try parseYAML(text, file: file) else {
+            throw ConfigErrors([ConfigDiagnostic(nil, "\(file): empty configuration")])
+        }
+        errors += duplicateKeyDiagnostics(root)
+        let settings = parseSettings(root: root, errors: &errors)
+        let stages = validateStages(root: root, registry: registry, errors: &errors)
+        guard errors.isEmpty else { throw ConfigErrors(errors) }
+        return PipelineConfig(file: file, settings: settings, stages: stages)
+    }
+}

@@ -28,7 +28,7 @@ struct Tweetoscoped: AsyncParsableCommand {
         abstract: "Predicts in real time which tweets will go viral: a Tweetoscope pipeline daemon.",
         discussion: "The pipeline (sources, collector, estimator, predictor, learner, sinks) is described in a YAML file, /etc/tweetoscope.yaml by default.",
         version: tweetoscopeVersion,
-        subcommands: [Run.self, Validate.self, Graph.self, Tap.self, Plugins.self, Top.self, Train.self, Version.self],
+        subcommands: [Run.self, Validate.self, Graph.self, Tap.self, Plugins.self, Top.self, Train.self, Evaluate.self, Version.self],
         defaultSubcommand: Run.self)
 
     /// SIGHUP, SIGINT and SIGTERM are blocked before this runs (CEarlySignals); `run` handles

@@ -76,6 +76,26 @@ import TweetoscopeCore
         #expect(r.counters["samples"] == 40)
     }
 
+    /// final_fit with a refit_every never reached (what `tweetoscoped evaluate` trains with): one
+    /// model per window at the end, on every sample, the same whatever the samples' order.
+    @Test func finalFitFitsEachWindowOnceOnEverySample() async throws {
+        let extra: [String: OptionValue] = ["refit_every": .int(1_000_000_000), "final_fit": .bool(true)]
+        let samples = Self.courseSamples(30, tObs: 600) + Self.courseSamples(13, tObs: 1200)
+        let r = try await Self.learn([samples], extra: extra)
+        #expect(r.models.map(\.tObs).sorted() == [600, 1200])
+        #expect(r.models.allSatisfy { $0.version == 1 })
+        #expect(r.models.first { $0.tObs == 600 }?.samples == 30)
+        #expect(r.models.first { $0.tObs == 1200 }?.samples == 13)
+        let m600 = try #require(r.models.first { $0.tObs == 600 })
+        #expect(m600.predict([0.0003, 0.2, 5]) == 1)
+        #expect(m600.predict([0.0003, 0.8, 5]) == 5)
+        let reversed = try await Self.learn([samples.reversed()], extra: extra)
+        #expect(reversed.models.first { $0.tObs == 600 }?.trees == m600.trees)
+        // Without final_fit the same samples give no model at all.
+        let none = try await Self.learn([samples], extra: ["refit_every": .int(1_000_000_000)])
+        #expect(none.models.isEmpty)
+    }
+
     /// Each window has its own forest and version sequence; 19 samples of 1200 give no model.
     @Test func oneForestPerWindow() async throws {
         let r = try await Self.learn([Self.courseSamples(20, tObs: 600) + Self.courseSamples(19, tObs: 1200)

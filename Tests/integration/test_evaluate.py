@@ -1,0 +1,203 @@
+"""`tweetoscoped evaluate` on real SEISMIC cascades: reproducible cross-validation, a train/test
+split of disjoint halves with a duplicate reported, valid PNG plots, and the summary's figures
+recomputed here from forecasts.csv (and the naive baseline from the training folds' rows)."""
+import csv
+import gzip
+import json
+import math
+import struct
+
+import pytest
+
+from conftest import run, unavailable
+
+N_CASCADES = 160           # a prefix of the shared set keeps the test short
+WINDOWS = "600,3600"
+
+
+def read_prefix(path, n):
+    """The first `n` cascades of a `cascade,t,m` file, as (id, lines) in file order."""
+    cascades = []
+    with gzip.open(path, "rt") as f:
+        header = f.readline()
+        assert header.strip() == "cascade,t,m"
+        current, lines = None, []
+        for line in f:
+            cid = line.split(",", 1)[0]
+            if cid != current:
+                if current is not None:
+                    cascades.append((current, lines))
+                    if len(cascades) == n:
+                        return cascades
+                current, lines = cid, []
+            lines.append(line)
+        if current is not None:
+            cascades.append((current, lines))
+    return cascades
+
+
+def write(path, cascades):
+    with open(path, "w") as f:
+        f.write("cascade,t,m\n")
+        for _, lines in cascades:
+            f.writelines(lines)
+
+
+@pytest.fixture(scope="module")
+def cascades(request):
+    from conftest import SHARED
+    data = SHARED / "data" / "real" / "seismic.csv.gz"
+    if not data.exists():
+        unavailable(f"{data} not found (the shared data must sit beside the clone)")
+    return read_prefix(data, N_CASCADES)
+
+
+@pytest.fixture(scope="module")
+def cv(daemon, cascades, tmp_path_factory):
+    """Two identical cross-validation runs (3 folds) on the prefix; their report directories."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    data = tmp / "prefix.csv"
+    write(data, cascades)
+    results = []
+    for name in ("first", "second"):
+        r = run(daemon, "evaluate", "--train", data, "--report", tmp / name, "--windows", WINDOWS,
+                "--folds", 3, "--seed", 11)
+        assert r.returncode == 0, r.stderr[-3000:]
+        results.append((tmp / name, r))
+    return results
+
+
+def rows_of(directory):
+    with open(directory / "forecasts.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def test_cross_validation_is_reproducible(cv):
+    (a, _), (b, _) = cv
+    assert (a / "summary.json").read_bytes() == (b / "summary.json").read_bytes()
+    assert (a / "forecasts.csv").read_bytes() == (b / "forecasts.csv").read_bytes()
+
+
+def test_summary_figures_match_forecasts_csv(cv):
+    directory, r = cv[0]
+    summary = json.loads((directory / "summary.json").read_text())
+    rows = rows_of(directory)
+    default = summary["default_mode"]
+    assert set(summary["windows"]) == {"600", "3600"}
+    for w, per_key in summary["windows"].items():
+        assert {"default", default, "course", "none", "naive"} <= set(per_key)
+        assert per_key["default"] == per_key[default]
+        for key, fig in per_key.items():
+            mode = default if key == "default" else key
+            sel = [x for x in rows if x["T_obs"] == w and x["mode"] == mode]
+            ares = [float(x["ARE"]) for x in sel]
+            for x in sel:  # each ARE is the forecast's relative error against the true size
+                f, n = float(x["forecast"]), int(x["n_tot"])
+                assert float(x["ARE"]) == pytest.approx(abs(f - n) / n, rel=1e-9, abs=1e-12)
+            assert fig["n"] == len(sel) > 0
+            assert fig["median_are"] == pytest.approx(median(ares), rel=1e-12)
+            assert fig["mean_are"] == pytest.approx(sum(ares) / len(ares), rel=1e-12)
+            assert fig["within_20"] == pytest.approx(sum(a <= 0.2 for a in ares) / len(ares))
+            assert fig["within_50"] == pytest.approx(sum(a <= 0.5 for a in ares) / len(ares))
+            with_interval = [x for x in sel if x["lo"] and x["hi"]]
+            if with_interval:
+                inside = sum(float(x["lo"]) <= int(x["n_tot"]) <= float(x["hi"]) for x in with_interval)
+                assert fig["coverage_80"] == pytest.approx(inside / len(with_interval))
+            else:
+                assert fig["coverage_80"] is None
+    # Every forecast cascade is tested exactly once per window and mode (k-fold partition).
+    for w in ("600", "3600"):
+        ids = [x["cid"] for x in rows if x["T_obs"] == w and x["mode"] == default]
+        assert len(ids) == len(set(ids))
+    # The table on stdout carries the same medians.
+    assert f"{summary['windows']['600'][default]['median_are']:.3f}" in r.stdout
+
+
+def test_naive_baseline_is_the_training_folds_median_growth(cv):
+    directory, _ = cv[0]
+    rows = rows_of(directory)
+    naive = [x for x in rows if x["mode"] == "naive"]
+    assert naive
+    for w in ("600", "3600"):
+        growth = {x["cid"]: (int(x["fold"]), int(x["n_tot"]) / int(x["n_obs"]))
+                  for x in naive if x["T_obs"] == w}
+        for x in (x for x in naive if x["T_obs"] == w):
+            fold = int(x["fold"])
+            ratio = median([g for f, g in growth.values() if f != fold])
+            assert float(x["forecast"]) == pytest.approx(int(x["n_obs"]) * ratio, rel=1e-12)
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert data[-8:-4] == b"IEND", f"{path} is truncated"
+    return width, height
+
+
+def test_plots_are_valid_images(cv):
+    directory, _ = cv[0]
+    for name in ("forecast_vs_truth.png", "are_cdf.png", "calibration.png"):
+        width, height = png_size(directory / name)
+        assert 400 <= width <= 4000 and 300 <= height <= 3000, (name, width, height)
+    report = (directory / "report.md").read_text()
+    assert "forecast_vs_truth.png" in report and "| 600 |" in report
+
+
+def test_train_test_halves_and_a_duplicate(daemon, cascades, tmp_path):
+    half = len(cascades) // 2
+    a, b = cascades[:half], cascades[half:]
+    write(tmp_path / "a.csv", a)
+    write(tmp_path / "b.csv", b)
+    r = run(daemon, "evaluate", "--train", tmp_path / "a.csv", "--test", tmp_path / "b.csv",
+            "--report", tmp_path / "ab", "--windows", WINDOWS, "--no-plots")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "ab" / "summary.json").read_text())
+    assert summary["validation"] == "train/test"
+    assert summary["duplicates"] == {"count": 0, "cascades": []}
+    tested = {x["cid"] for x in rows_of(tmp_path / "ab")}
+    assert tested and tested <= {cid for cid, _ in b}
+    assert not (tmp_path / "ab" / "are_cdf.png").exists()
+
+    # The first cascade of B also in A: reported (counted and named) and left out of the test.
+    dup = b[0][0]
+    write(tmp_path / "a_dup.csv", a + [b[0]])
+    r = run(daemon, "evaluate", "--train", tmp_path / "a_dup.csv", "--test", tmp_path / "b.csv",
+            "--report", tmp_path / "dup", "--windows", WINDOWS, "--no-plots")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "dup" / "summary.json").read_text())
+    assert summary["duplicates"] == {"count": 1, "cascades": [int(dup)]}
+    assert dup in r.stderr and dup in r.stdout
+    assert dup not in {x["cid"] for x in rows_of(tmp_path / "dup")}
+    assert dup in (tmp_path / "dup" / "report.md").read_text()
+
+
+def test_bad_input_is_an_error_naming_the_file(daemon, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,mag\n1,2\n")
+    r = run(daemon, "evaluate", "--train", bad, "--report", tmp_path / "out", "--no-plots")
+    assert r.returncode != 0
+    assert str(bad) in r.stderr and "cascade,t,m" in r.stderr
+
+
+def test_failed_plots_exit_3_after_writing_the_figures(daemon, cascades, tmp_path):
+    data = tmp_path / "prefix.csv"
+    write(data, cascades[:60])
+    import os
+    import subprocess
+    env = dict(os.environ, TWEETOSCOPE_PLOT_SCRIPT=str(tmp_path / "no-such-plot-script"))
+    r = subprocess.run([str(daemon), "evaluate", "--train", str(data), "--report", str(tmp_path / "out"),
+                        "--windows", "600", "--folds", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "plots not made" in r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["windows"]["600"]["default"]["n"] > 0
+    assert (tmp_path / "out" / "forecasts.csv").read_text().startswith("cid,T_obs,mode,")
+    assert "Plots not made" in (tmp_path / "out" / "report.md").read_text()
