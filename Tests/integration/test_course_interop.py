@@ -258,6 +258,7 @@ stages:
     outputs: {{ models: models }}
     mode: course
     refit_every: 3
+    min_samples: 3
     trees: 5
 {source("alerts_in", topics["alerts"], "course_alerts")}
 {source("stats_in", topics["stats"], "course_stats")}
@@ -318,13 +319,16 @@ stages:
     for _, _, key, value in broker.consume_all(ours["cascade_series"]):
         assert key.decode() == "None"
         v = json.loads(value)
+        # Our extra fields, ignored by course consumers: `seq` (the collector's stream order,
+        # tested in test_reproducible) and `t0` (source-clock time of the first event).
+        assert isinstance(v.pop("seq"), int)
         series[(json.dumps(v["cid"]), v["T_obs"])] = v
     want_series = {}
     for source, cid, msg, events in cascades():
         t0 = events[0][0]
         for w in WINDOWS:
             want_series[(cid, w)] = {"type": "serie", "cid": json.loads(cid), "msg": msg_text(msg), "T_obs": w,
-                                     "tweets": [[t - t0, m] for t, m in events if t - t0 <= w]}
+                                     "tweets": [[t - t0, m] for t, m in events if t - t0 <= w], "t0": t0}
     assert series == want_series  # string cids stay strings, integers integers
 
     # --- cascade_properties, read by a course predictor that splits windows by partition:

@@ -140,7 +140,9 @@ stages:
     inputs: {{ streams: [tweets, sizes, series] }}
     directory: {out}
 """)
-    limit = 300_000
+    # Above the replay's scratch file (16 bytes per row: 0.9 MB for the sample's 55,320 rows), far
+    # below the sink's tweets.jsonl (about 4.7 MB).
+    limit = 1_500_000
     r = subprocess.run([str(daemon), "run", "--config", str(cfg)], capture_output=True, text=True,
                        timeout=300, preexec_fn=_limit_file_size(limit))
     assert r.returncode == 1, (r.returncode, r.stderr[-2000:])

@@ -185,9 +185,10 @@ def test_validate_rejects_a_predictor_and_learner_with_other_versions(daemon, tm
     cfg, _ = shipped_config(tmp_path, "mismatch", 0)
     text = cfg.read_text()
     i = text.index("  learner:")
-    text = text[:i] + text[i:].replace("min_samples: 50", "min_samples: 40", 1)
+    predictor_min = re.search(r"min_samples: (\d+)", text[:i]).group(1)
+    text = text[:i] + re.sub(r"min_samples: \d+", "min_samples: 40", text[i:], count=1)
     cfg.write_text(text)
     r = run(daemon, "validate", "--config", cfg)
     assert r.returncode != 0
-    assert ('reads stream "models" from stage "learner" whose `min_samples` is 40 while this stage\'s is 50'
+    assert (f'reads stream "models" from stage "learner" whose `min_samples` is 40 while this stage\'s is {predictor_min}'
             in r.stderr + r.stdout)
