@@ -370,6 +370,11 @@ final class CommitPolicy {
     private var withTweets: Set<Int32> = []
     /// The offsets last committed, to commit only changes.
     private var committed: [TopicPartition: Int64] = [:]
+    /// When every target was last committed again, changed or not (see ``due(handed:)``).
+    private var lastFullCommit = ContinuousClock.now
+    /// How often every target is committed again: an asynchronous commit that failed (a broker
+    /// outage, a coordinator change) is retried even when nothing new is read afterwards.
+    static let recommitInterval: Duration = .seconds(5)
 
     init(ledger: OffsetLedger?, topic: String) {
         self.ledger = ledger
@@ -408,9 +413,17 @@ final class CommitPolicy {
         return result
     }
 
-    /// The targets that changed since the last call.
+    /// The targets that changed since the last call; every target once per ``recommitInterval``,
+    /// so that a failed asynchronous commit is made again (committing the same offset is harmless).
     func due(handed: [TopicPartition: Int64]) -> [TopicPartition: Int64] {
-        let changed = targets(handed: handed).filter { committed[$0.key] != $0.value }
+        let all = targets(handed: handed)
+        let now = ContinuousClock.now
+        if now - lastFullCommit >= Self.recommitInterval {
+            lastFullCommit = now
+            committed.merge(all) { $1 }
+            return all
+        }
+        let changed = all.filter { committed[$0.key] != $0.value }
         committed.merge(changed) { $1 }
         return changed
     }

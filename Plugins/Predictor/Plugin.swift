@@ -194,19 +194,28 @@ final class PredictorStage: Stage {
         if evictedAtReload > 0 { context.counters.add("evicted", evictedAtReload) }
         let properties = context.inputs("properties")
         let waitForModels = mode != .none && !modelInputs.isEmpty && versions.modelWait > .zero
-        if properties.count == 1 {
-            while let batch = await properties[0].next() {
-                await process(batch, &state, table, context, waitForModels: waitForModels, idle: properties[0].pending == 0)
-            }
-        } else if !properties.isEmpty {
+        if !properties.isEmpty {
+            // The inputs, merged, and an empty batch every second while they are open: with no
+            // new input, a window blocked on a gap of its reorder buffer is still released after
+            // `model_wait`, and the positions it held are proposed (a Kafka source commits them).
             let merged = Channel<[Message]>(capacity: 4)
             let id = merged.addConsumer()
             for _ in properties { merged.addProducer() }
+            merged.addProducer()
+            let open = OpenInputs(properties.count)
             for input in properties {
                 Task {
                     while let batch = await input.next() { await merged.send(batch) }
+                    open.count.subtract(1, ordering: .sequentiallyConsistent)
                     merged.finish()
                 }
+            }
+            Task {
+                while open.count.load(ordering: .sequentiallyConsistent) > 0 {
+                    try? await Task.sleep(for: .seconds(1))
+                    if open.count.load(ordering: .sequentiallyConsistent) > 0, merged.pending(id) == 0 { await merged.send([]) }
+                }
+                merged.finish()
             }
             while let batch = await merged.next(id) {
                 await process(batch, &state, table, context, waitForModels: waitForModels, idle: merged.pending(id) == 0)
@@ -394,4 +403,10 @@ final class PredictorStage: Stage {
             }
         }
     }
+}
+
+/// How many of the predictor's inputs are still open (shared by their reading tasks and the ticker).
+final class OpenInputs: Sendable {
+    let count: Atomic<Int>
+    init(_ n: Int) { count = Atomic(n) }
 }

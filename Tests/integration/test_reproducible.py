@@ -38,6 +38,7 @@ def shipped_config(tmp_path, run_name, acceleration):
     assert "time_acceleration: 0\n" in text and "state_dir: ../out/state\n" in text
     out = tmp_path / run_name
     text = text.replace("../data/sample.csv", str(ROOT / "data" / "sample.csv"))
+    text = text.replace("../data/models/", str(ROOT / "data" / "models") + "/")
     text = text.replace("directory: ../out", f"directory: {out}")
     text = text.replace("state_dir: ../out/state", f"state_dir: {out}/state")
     text = text.replace("time_acceleration: 0\n", f"time_acceleration: {acceleration}\n")
