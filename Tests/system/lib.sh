@@ -54,6 +54,13 @@ prepare_rootfs() {
     base=$cache/$ROOTFS_SUITE-$key
     if [ ! -e "$base/.complete" ]; then
         echo "system-test: debootstrap $ROOTFS_SUITE (minbase + $ROOTFS_INCLUDE) into $base" >&2
+        # An interrupted debootstrap leaves /proc (and others) mounted in base.tmp: unmount them
+        # first, or rm fails on /proc and the new debootstrap on the half-made tree.
+        local m
+        for m in "$base.tmp" "$base"; do
+            [ -d "$m" ] || continue
+            findmnt -rn -o TARGET | grep -F "$m/" | sort -r | while read -r t; do umount -l "$t" || true; done
+        done
         rm -rf "$base.tmp" "$base"
         mkdir -p "$cache"
         debootstrap --variant=minbase --include="$ROOTFS_INCLUDE" "$ROOTFS_SUITE" "$base.tmp" \
