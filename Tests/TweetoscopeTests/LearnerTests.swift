@@ -129,7 +129,7 @@ import TweetoscopeCore
         #expect(a.models.last?.trees != c.models.last?.trees)
     }
 
-    /// A growth learner given course samples (3 features instead of 5) rejects them all.
+    /// A growth learner given course samples (3 features instead of 15) rejects them all.
     @Test func samplesOfAnotherModeAreRejected() async throws {
         let r = try await Self.learn([Self.courseSamples(40)], extra: ["mode": .string("growth")])
         #expect(r.models.isEmpty)
