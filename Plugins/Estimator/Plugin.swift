@@ -25,6 +25,9 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///   GAS course variant — and `zero_root_mark: 0` rejects those cascades instead.
 /// - A failed fit emits nothing, is counted under `rejected.fit_<reason>` and logged; the stage
 ///   goes on. Output order is input order; fits of one input batch run in parallel.
+/// - `features` (an object field of this project's format, ignored by course consumers): shape
+///   and SEISMIC features of the observed events up to T_obs (``SeriesFeatures``), which the
+///   predictor's `growth` mode uses beside the fit.
 /// - The series' stream-order number (`seq`, set by the collector) is carried onto the
 ///   parameters, so the predictor handles them in the collector's order.
 final class EstimatorStage: Stage {
@@ -116,7 +119,8 @@ final class EstimatorStage: Stage {
                     out.append(.parameters(CascadeParameters(
                         cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs,
                         nSupp: nSuppMeaning == .total ? Double(fit.nObs) + fit.nSupp : fit.nSupp, nSuppMeaning: nSuppMeaning,
-                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq, t0: s.t0)))
+                        p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq, t0: s.t0,
+                        features: SeriesFeatures.compute(times: s.times, magnitudes: s.magnitudes, tObs: Double(s.tObs)))))
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")

@@ -12,15 +12,16 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 
 /// The correction modes the predictor implements, with the length of their feature vectors
 /// (the predictor's `CorrectionMode` is the reference: none and course send [beta, n*, G1];
-/// growth sends [n_obs, n_supp/n_obs, n*, beta, G1/n_obs]).
-let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course", 3), ("growth", 5)]
+/// growth sends the 5 of the Hawkes fit [n_obs, n_supp/n_obs, n*, beta, G1/n_obs], 9 features of
+/// the observed series and T_obs: its `growthFeatureNames`).
+let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course", 3), ("growth", 15)]
 
 /// Fits one random-forest regressor per window on the samples the predictor sends (spec §6).
 ///
 /// - The learner fits X → W as received: what X and W are is the predictor's `mode` (the
 ///   learner's `mode` must be the same; it is written into every model, and the predictor
 ///   ignores models of another mode). Samples whose X does not have the mode's length (3 for
-///   none and course, 5 for growth), or with a non-finite value, are rejected and counted.
+///   none and course, 15 for growth), or with a non-finite value, are rejected and counted.
 /// - At most `max_windows` windows (distinct T_obs) are learned; samples of a further window
 ///   are rejected (`too_many_windows`, logged rate-limited).
 /// - Versions follow the stream, not the clock: with k = `refit_every`, version v of a window is
@@ -32,7 +33,8 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   fitted (the predictor keeps its pretrained model or its model-less forecast until then).
 /// - A model carries the range of its training targets (`w_min`, `w_max`) and the largest
 ///   growth factor n_tot/n_obs among its samples (`growth_max`), which the predictor uses to
-///   bound forecasts.
+///   bound forecasts; in `growth` mode also `shift`, the log-shift c added to the prediction,
+///   chosen on the out-of-bag predictions to minimise their median ARE.
 /// - Fits run on a thread of their own, off the stage's read loop.
 /// - `state_dir` (optional): after each fit the window's model and samples are written to
 ///   `<state_dir>/learner-<stage>-T<T_obs>.jsonl` (JSON lines: a header, the model as a `model`
@@ -66,6 +68,8 @@ final class LearnerStage: Stage {
                        doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
             OptionSpec("state_dir", .path, default: .string(""),
                        doc: "directory where each window's latest model and samples are kept across restarts, relative to the configuration file (created if missing; unset = none)"),
+            OptionSpec("shift", .bool, default: .bool(true),
+                       doc: "growth mode: add to the forest's prediction the log-shift c that minimises the median ARE of its out-of-bag predictions (sent as the model's `shift`; false = 0)"),
             OptionSpec("final_fit", .bool, default: .bool(false),
                        doc: "when `samples` ends, fit once more every window that got samples since its last fit, on its samples sorted by (X, W) so the model does not depend on their arrival order (offline training: tweetoscoped evaluate, with a large refit_every)"),
         ],
@@ -80,6 +84,7 @@ final class LearnerStage: Stage {
     let stateDir: String
     let parameters: ForestParameters
     let finalFit: Bool
+    let shift: Bool
 
     init(options: StageOptions) throws {
         let mode = try options.string("mode")
@@ -89,6 +94,7 @@ final class LearnerStage: Stage {
         }
         featureCount = count
         finalFit = try options.bool("final_fit")
+        shift = try options.bool("shift")
         refitEvery = try options.int("refit_every")
         guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         maxSamples = try options.int("max_samples")
@@ -121,7 +127,7 @@ final class LearnerStage: Stage {
         guard let input = context.inputs("samples").first else { return }
         let jobs = FitQueue()
         let output = context.output("models")
-        let mode = self.mode, parameters = self.parameters
+        let mode = self.mode, parameters = self.parameters, shift = self.shift
         let store = stateDir.isEmpty ? nil : LearnerStateStore(directory: stateDir, stage: context.name, mode: mode)
         var resumed = kept.withLock { $0.take() }
         if resumed == nil, let store {
@@ -152,9 +158,7 @@ final class LearnerStage: Stage {
                     versions[job.tObs] = job.version
                     context.counters.add("models")
                     context.logger.debug("model T_obs=\(job.tObs) version \(job.version) on \(job.targets.count) samples in \(elapsed)")
-                    let model = Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: fit.trees,
-                                      wMin: job.targets.min(), wMax: job.targets.max(), growthMax: job.growthMax,
-                                      residuals: fit.logResiduals(job.targets, targetIsLog: mode == "growth"))
+                    let model = learnedModel(fit, job: job, mode: mode, shift: shift)
                     if let store {
                         do {
                             try store.save(model: model, job: job)
@@ -227,6 +231,21 @@ final class LearnerStage: Stage {
 
     /// Training state kept across a configuration reload.
     private let kept = Mutex<PausedLearner?>(nil)
+}
+
+/// The model message of a fitted version: the trees, the target range, the largest growth
+/// factor and the out-of-bag residuals; in `growth` mode also the log-shift c that minimises the
+/// out-of-bag median ARE (``OutOfBagFit/medianAREShift(_:lower:upper:)``), the residuals being
+/// those of the shifted, clamped prediction (`withShift` false: c = 0, as before the shift).
+func learnedModel(_ fit: OutOfBagFit, job: FitJob, mode: String, shift withShift: Bool = true) -> Model {
+    let lo = job.targets.min(), hi = job.targets.max()
+    let isLog = mode == "growth"
+    let shift = isLog && withShift ? fit.medianAREShift(job.targets, lower: lo, upper: hi) : 0
+    return Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: fit.trees,
+                 wMin: lo, wMax: hi, growthMax: job.growthMax,
+                 residuals: isLog ? fit.logResiduals(job.targets, targetIsLog: true, shift: shift, lower: lo, upper: hi)
+                                  : fit.logResiduals(job.targets, targetIsLog: false),
+                 shift: isLog ? shift : nil)
 }
 
 /// What the learner keeps when a configuration reload stops it.

@@ -9,7 +9,7 @@ import TweetoscopeCore
 /// |---|---|---|---|---|
 /// | `none` | [beta, n*, G1] | (n_tot − n_obs)(1 − n*)/G1 | models are not used | n_obs + G1/(1 − n*) |
 /// | `course` | [beta, n*, G1] | (n_tot − n_obs)(1 − n*)/G1 | n_obs + f(X)·G1/(1 − n*) | min(n_obs + G1/(1 − n*), `fallback_max_growth`·n_obs) (W = 1) |
-/// | `growth` (default) | [n_obs, n_supp/n_obs, n*, beta, G1/n_obs] | ln(n_tot/n_obs) | n_obs·exp(f(X)) | min(n_obs + n_supp, `fallback_max_growth`·n_obs) |
+/// | `growth` (default) | the 15 of ``growthFeatureNames`` | ln(n_tot/n_obs) | n_obs·exp(f(X) + c) | min(n_obs + n_supp, `fallback_max_growth`·n_obs) |
 ///
 /// - `none` is the raw Hawkes forecast; it still emits the course's samples, so a `none`
 ///   pipeline produces course-compatible training data, but it never uses a model.
@@ -24,6 +24,12 @@ import TweetoscopeCore
 ///   heavier than the course's E[m] = 35) retweets early or when n* nears 1, so a forecast stays
 ///   within the growth factors seen in training. Before the window's first model arrives the
 ///   raw forecast is used, capped at `fallback_max_growth`·n_obs for the same reason.
+///   Beside the fit, X has features of the observed series that the estimator sends in the
+///   parameters' `features` object (magnitudes, timing shares, SEISMIC exposure and
+///   infectiousness, T_obs: ``growthFeatureNames``); parameters without them (a course
+///   estimator) are forecast without a model (the fallback, counted `no_features`) and give no
+///   sample. c is the model's `shift`, the log-shift the learner chose on the out-of-bag
+///   predictions to minimise their median ARE.
 ///
 /// Guards (all modes): n* ≥ 1 is read as n* = 1 − 1e-6 (counted `clamped_n_star`); G1 = 0 gives
 /// the forecast n_obs and no course sample (W is undefined); a message without n* (the base
@@ -42,9 +48,40 @@ enum CorrectionMode: String, CaseIterable, Sendable {
     var featureCount: Int {
         switch self {
         case .none, .course: 3
-        case .growth: 5
+        case .growth: growthFeatureNames.count
         }
     }
+}
+
+/// The `growth` mode's features, in the order of X: the first five come from the Hawkes fit, the
+/// others from the estimator's `features` object (their names there, the transformation applied)
+/// and T_obs; m are magnitudes (followers), ln1p(x) = ln(1 + x).
+let growthFeatureNames = [
+    "n_obs", "n_supp/n_obs", "n_star", "beta", "G1/n_obs",
+    "ln1p(root_m)", "ln1p(max_m)", "ln1p(median_m)", "ln1p(sum_m)",
+    "share_after_3q", "share_after_half", "share_first_quarter",
+    "ln1p(seismic_exposure)", "seismic_p", "T_obs",
+]
+
+/// The series features of X (``growthFeatureNames`` after the first five) from a `features`
+/// object and T_obs; nil when a name is missing or a value is not finite or is negative.
+func seriesFeatures(_ f: [String: Double]?, tObs: Int) -> [Double]? {
+    guard let f else { return nil }
+    var out: [Double] = []
+    out.reserveCapacity(10)
+    for name in ["root_m", "max_m", "median_m", "sum_m"] {
+        guard let v = f[name], v.isFinite, v >= 0 else { return nil }
+        out.append(Glibc.log1p(v))
+    }
+    for name in ["share_after_3q", "share_after_half", "share_first_quarter"] {
+        guard let v = f[name], v.isFinite, (0...1).contains(v) else { return nil }
+        out.append(v)
+    }
+    guard let s = f["seismic_exposure"], s.isFinite, s >= 0, let p = f["seismic_p"], p.isFinite, p >= 0 else { return nil }
+    out.append(Glibc.log1p(s))
+    out.append(p)
+    out.append(Double(tObs))
+    return out
 }
 
 /// The largest n* the predictor uses; n* ≥ 1 (an exploding process) is clamped to it.
@@ -60,6 +97,9 @@ struct HawkesInputs: Sendable, Hashable {
     var nSupp: Double
     /// Whether n* was clamped to ``nStarCeiling``.
     var clamped: Bool
+    /// The series features of the `growth` mode (``seriesFeatures(_:tObs:)``); nil when the
+    /// parameters did not carry usable ones.
+    var series: [Double]? = nil
 
     /// Validates `p`; nil with a rejection reason when it cannot be used.
     ///
@@ -88,7 +128,7 @@ struct HawkesInputs: Sendable, Hashable {
         let nSupp = g1 / (1 - nStar)
         guard nSupp.isFinite else { return .failure(.init("n_supp")) }
         return .success(HawkesInputs(nObs: Double(p.nObs), beta: p.beta, nStar: nStar, g1: g1, nSupp: nSupp,
-                                     clamped: clamped))
+                                     clamped: clamped, series: seriesFeatures(p.features, tObs: p.tObs)))
     }
 }
 
@@ -104,6 +144,8 @@ enum NoSample: String, Error, Sendable {
     case g1Zero = "sample_g1_zero"
     /// n_tot < n_obs: the size and the parameters disagree.
     case sizeBelowObserved = "sample_size_below_n_obs"
+    /// `growth` mode: the parameters carried no series features (a course estimator).
+    case noFeatures = "sample_no_features"
 }
 
 /// The computations of one correction mode.
@@ -112,18 +154,23 @@ struct Correction: Sendable {
     /// `growth` only: largest N̂/n_obs of the model-less fallback forecast.
     let fallbackMaxGrowth: Double
 
-    /// The feature vector X of the mode (see ``CorrectionMode``).
-    func features(_ h: HawkesInputs) -> [Double] {
+    /// The feature vector X of the mode (see ``CorrectionMode``); nil in `growth` mode when the
+    /// parameters carried no usable series features.
+    func features(_ h: HawkesInputs) -> [Double]? {
         switch mode {
         case .none, .course:
-            [h.beta, h.nStar, h.g1]
+            return [h.beta, h.nStar, h.g1]
         case .growth:
-            [h.nObs, h.nSupp / h.nObs, h.nStar, h.beta, h.g1 / h.nObs]
+            guard let series = h.series else { return nil }
+            return [h.nObs, h.nSupp / h.nObs, h.nStar, h.beta, h.g1 / h.nObs] + series
         }
     }
 
     /// The forecast N̂ with `model` (nil: none yet, or mode `none`), whether the model was used,
     /// and whether a bound applied. N̂ is at least n_obs; nil when it is not finite.
+    ///
+    /// In `growth` mode the model's `shift` c is added to f(X) first. Without the series
+    /// features (`growth`), the model is not used (the fallback forecast).
     ///
     /// Bounds (issue 12 item 5): a model's prediction f(X) is clamped to the range of the targets
     /// it was trained on ([`w_min`, `w_max`]) and N̂ to `growth_max`·n_obs, the largest growth
@@ -144,8 +191,8 @@ struct Correction: Sendable {
         case .none:
             nHat = raw
         case .course, .growth:
-            if let model, let f = model.predict(features(h)), f.isFinite {
-                let y = clamp(f, model)
+            if let model, let x = features(h), let f = model.predict(x), f.isFinite {
+                let y = clamp(mode == .growth ? f + (model.shift ?? 0) : f, model)
                 nHat = mode == .course ? h.nObs + y * h.nSupp : h.nObs * Glibc.exp(min(y, 700))
                 used = true
                 if let g = model.growthMax, nHat > g * h.nObs {

@@ -11,7 +11,8 @@ struct PairKey: Hashable, Sendable {
 /// What the predictor remembers of a forecast until the size arrives.
 struct Forecast: Sendable {
     var inputs: HawkesInputs
-    var features: [Double]
+    /// X of the mode; nil when the parameters lacked the features (no sample then).
+    var features: [Double]?
     var nHat: Double
     /// Where its parameters were read from (a replayable input), to hold their offset.
     var origin: RecordOrigin? = nil

@@ -321,9 +321,13 @@ final class PredictorStage: Stage {
             out.stats.append(.stat(Stat(cascade: size.cascade, tObs: size.tObs, are: are, forecast: forecast.nHat,
                                     nTot: size.nTot, nObs: Int(forecast.inputs.nObs))))
             state.windows[size.tObs, default: WindowAccuracy()].record(are)
+            guard let x = forecast.features else {
+                counters.reject(NoSample.noFeatures.rawValue)
+                return
+            }
             switch correction.target(forecast.inputs, nTot: size.nTot) {
             case .success(let w):
-                out.samples.append(.sample(Sample(cascade: size.cascade, tObs: size.tObs, x: forecast.features, w: w,
+                out.samples.append(.sample(Sample(cascade: size.cascade, tObs: size.tObs, x: x, w: w,
                                                   growth: nTot / forecast.inputs.nObs)))
                 state.windows[size.tObs, default: WindowAccuracy()].samples += 1
                 state.order.samples[size.tObs, default: 0] += 1
@@ -378,7 +382,9 @@ final class PredictorStage: Stage {
                     break
                 }
                 state.windows[p.tObs] = acc
-                let forecast = Forecast(inputs: inputs, features: correction.features(inputs), nHat: nHat, origin: p.origin)
+                let features = correction.features(inputs)
+                if features == nil { counters.add("no_features") }
+                let forecast = Forecast(inputs: inputs, features: features, nHat: nHat, origin: p.origin)
                 if let size = waitingSize {
                     _ = state.pending.complete(key)
                     complete(forecast, size)

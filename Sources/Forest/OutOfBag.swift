@@ -97,14 +97,71 @@ extension OutOfBagFit {
     /// - otherwise (`course`, `none`: the target is the factor W of the supplementary count):
     ///   ln(W / Ŵ), both floored at 1e-3 (W = 0 when the cascade did not grow after T_obs).
     /// Non-finite values are left out.
-    public func logResiduals(_ targets: [Double], targetIsLog: Bool) -> [Double] {
+    /// - `shift` (log targets only): a constant added to every prediction first (the model's
+    ///   ``medianAREShift(_:lower:upper:)``), with the shifted prediction clamped to
+    ///   [`lower`, `upper`] as the predictor does, so the residuals are those of the forecasts made.
+    public func logResiduals(_ targets: [Double], targetIsLog: Bool, shift: Double = 0,
+                             lower: Double? = nil, upper: Double? = nil) -> [Double] {
         var residuals: [Double] = []
         residuals.reserveCapacity(targets.count)
         for (i, p) in predictions.enumerated() {
             guard let p else { continue }
-            let r = targetIsLog ? targets[i] - p : log(max(targets[i], 1e-3) / max(p, 1e-3))
+            let r = targetIsLog ? targets[i] - Self.clamped(p + shift, lower, upper) : log(max(targets[i], 1e-3) / max(p, 1e-3))
             if r.isFinite { residuals.append(r) }
         }
         return boundedSortedSample(residuals, count: Self.modelResidualCount)
+    }
+}
+
+extension OutOfBagFit {
+    /// Step of the grid ``medianAREShift(_:lower:upper:)`` searches.
+    public static let shiftStep = 0.002
+    /// Largest |c| ``medianAREShift(_:lower:upper:)`` considers.
+    public static let shiftRange = 1.0
+
+    static func clamped(_ y: Double, _ lower: Double?, _ upper: Double?) -> Double {
+        var y = y
+        if let lower, y < lower { y = lower }
+        if let upper, y > upper { y = upper }
+        return y
+    }
+
+    /// The log-shift c that minimises the median ARE of the out-of-bag forecasts when the target
+    /// is a log growth y = ln(N/n_obs) and the forecast is n_obs·exp(clamp(ŷ + c)):
+    /// ARE_i(c) = |exp(clamp(ŷ_i + c) − y_i) − 1|, clamp to [`lower`, `upper`] (the model's
+    /// `w_min`, `w_max`, as the predictor applies them).
+    ///
+    /// A forest's leaf means are unbiased for y, but the median of |e^(ŷ−y) − 1| is lowest for a
+    /// prediction below the conditional mean (ARE is asymmetric: over-forecasts cost more than
+    /// under-forecasts of the same log size), so a constant shift chosen on held-out (out-of-bag)
+    /// predictions lowers it. c is searched on the grid k·``shiftStep``, |c| ≤ ``shiftRange``
+    /// (deterministic); ties go to the smallest |c|, then the smaller c. The median of an even
+    /// count is the mean of the two middle values.
+    ///
+    /// - Returns: c, 0 when no sample has an out-of-bag prediction.
+    public func medianAREShift(_ targets: [Double], lower: Double? = nil, upper: Double? = nil) -> Double {
+        var pairs: [(Double, Double)] = []
+        for (i, p) in predictions.enumerated() {
+            if let p, p.isFinite, targets[i].isFinite { pairs.append((p, targets[i])) }
+        }
+        guard !pairs.isEmpty else { return 0 }
+        let steps = Int((Self.shiftRange / Self.shiftStep).rounded())
+        var best = 0.0, bestMedian = Double.infinity
+        var errors = [Double](repeating: 0, count: pairs.count)
+        // Order: 0, +step, −step, +2 step, ... so that a tie keeps the smallest |c|, then the smaller c.
+        for k in 0...(2 * steps) {
+            let c = k == 0 ? 0 : (k % 2 == 1 ? 1.0 : -1.0) * Double((k + 1) / 2) * Self.shiftStep
+            for (j, (p, y)) in pairs.enumerated() {
+                errors[j] = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
+            }
+            errors.sort()
+            let n = errors.count
+            let median = n % 2 == 1 ? errors[n / 2] : (errors[n / 2 - 1] + errors[n / 2]) / 2
+            if median < bestMedian || (median == bestMedian && abs(c) == abs(best) && c < best) {
+                bestMedian = median
+                best = c
+            }
+        }
+        return best
     }
 }

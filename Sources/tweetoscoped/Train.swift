@@ -32,7 +32,7 @@ struct Train: ParsableCommand {
         let featureCount: Int
         switch mode {
         case "none", "course": featureCount = 3
-        case "growth": featureCount = 5
+        case "growth": featureCount = 15
         default: throw ValidationError("--mode: expected none, course or growth")
         }
         let parameters = ForestParameters(trees: trees, maxDepth: maxDepth, minSamplesLeaf: minSamplesLeaf,
@@ -93,8 +93,11 @@ struct Train: ParsableCommand {
                 writeStandardError("tweetoscoped train: T_obs=\(tObs): \(error)\n")
                 throw ExitCode(1)
             }
+            // growth: the log-shift c minimising the out-of-bag median ARE (as the learner does).
+            let shift = mode == "growth" ? fit.medianAREShift(targets) : 0
             let model = Model(tObs: tObs, version: version, mode: mode, samples: ordered.count, trees: fit.trees,
-                              residuals: fit.logResiduals(targets, targetIsLog: mode == "growth"))
+                              residuals: fit.logResiduals(targets, targetIsLog: mode == "growth", shift: shift),
+                              shift: mode == "growth" ? shift : nil)
             out += WireFormat.encode(.model(model))
             out.append(10)
             writeStandardError("T_obs=\(tObs): \(ordered.count) samples, \(fit.predictions.compactMap { $0 }.count) with an out-of-bag prediction\n")

@@ -74,4 +74,23 @@ import TweetoscopeCore
         #expect(b[0] == 0 && b[1] == 5 && b[2] == 10 && b[199] == 999)
         #expect(boundedSortedSample([3, 1, 2], count: 200) == [1, 2, 3])
     }
+
+    /// Out-of-bag predictions 0, 0, 0 of log targets 0, 0.2, 1: with shift c the AREs are
+    /// |e^c − 1|, |e^(c−0.2) − 1|, |e^(c−1) − 1|; the third stays above 0.5 for c ≤ 0.2, so the
+    /// median is the larger of the first two, lowest where they cross: e^c − 1 = 1 − e^(c−0.2),
+    /// c = ln(2/(1 + e^−0.2)) = 0.0950083. On the 0.002 grid: c = 0.094 gives 1 − e^−0.106 =
+    /// 0.1005754, c = 0.096 gives e^0.096 − 1 = 0.1007591: 0.094 wins.
+    @Test func medianAREShiftMinimisesTheMedian() {
+        let fit = OutOfBagFit(trees: [], predictions: [0, 0, nil, 0], counts: [1, 1, 0, 1])
+        let targets = [0, 0.2, 7, 1.0]
+        #expect(abs(fit.medianAREShift(targets) - 0.094) < 1e-12)
+        // Residuals of the shifted forecasts: y − (ŷ + c) = −0.094, 0.106, 0.906.
+        let r = fit.logResiduals(targets, targetIsLog: true, shift: 0.094)
+        #expect(r.count == 3 && abs(r[0] + 0.094) < 1e-12 && abs(r[1] - 0.106) < 1e-12 && abs(r[2] - 0.906) < 1e-12)
+        // With predictions clamped below at 0.3 (w_min), every c ≤ 0.3 gives the same median
+        // e^0.3 − 1 = 0.3498588 and a larger c a larger one: the tie goes to c = 0.
+        #expect(fit.medianAREShift(targets, lower: 0.3) == 0)
+        // No out-of-bag prediction: no shift.
+        #expect(OutOfBagFit(trees: [], predictions: [nil], counts: [0]).medianAREShift([1]) == 0)
+    }
 }

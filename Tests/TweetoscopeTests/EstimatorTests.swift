@@ -75,4 +75,54 @@ private func close(_ a: Double, _ b: Double, _ rel: Double) -> Bool { abs(a - b)
         #expect(throws: StageConfigError.self) { try d.make("e", options(d, ["max_n_star": .double(1.5)])) }
         #expect(throws: StageConfigError.self) { try d.make("e", options(d, ["prior": .list([.double(1)])])) }
     }
+
+    // MARK: series features (the `features` object of parameters), checked against hand computations
+
+    /// Runs the estimator on one series and returns the `features` it sent.
+    private func features(_ times: [Double], _ marks: [Double], tObs: Int) async throws -> [String: Double] {
+        let series = Message.series(Series(cascade: 1, msg: "m", tObs: tObs, times: times, magnitudes: marks))
+        let (out, _) = try await runStage("estimator", plugin: "estimator", inputs: ["series": [[series]]], outputs: ["parameters"])
+        guard case .parameters(let p)? = out["parameters"]?.first else {
+            Issue.record("no parameters")
+            return [:]
+        }
+        return try #require(p.features)
+    }
+
+    /// Five events up to T_obs = 600 s, one after (left out), marks [10, 40, 20, 0, 30]:
+    /// root 10; max 40; median of 0,10,20,30,40 = 20; sum 100; after 0.75·600 = 450: t = 500
+    /// (1 of 5 = 0.2); after 300: t = 400, 500 (0.4); in (0, 150]: t = 100 (0.2).
+    @Test func shapeFeaturesOfAHandMadeSeries() async throws {
+        let f = try await features([0, 100, 160, 400, 500, 700], [10, 40, 20, 0, 30, 1000], tObs: 600)
+        #expect(f["root_m"] == 10)
+        #expect(f["max_m"] == 40)
+        #expect(f["median_m"] == 20)
+        #expect(f["sum_m"] == 100)
+        #expect(f["share_after_3q"] == 0.2)
+        #expect(f["share_after_half"] == 0.4)
+        #expect(f["share_first_quarter"] == 0.2)
+        // An even count: the median is the mean of the two middle marks, (2 + 4)/2.
+        let even = try await features([0, 10, 20, 30], [1, 2, 4, 8], tObs: 600)
+        #expect(even["median_m"] == 3)
+        #expect(even["share_first_quarter"] == 0.75 && even["share_after_half"] == 0)
+    }
+
+    /// SEISMIC on 3 events, t = [0, 100, 400] s, marks [10, 20, 30], T_obs = 600 s; s0 = 300,
+    /// θ = 0.242, c = θ/(s0(1+θ)) = 0.242/372.6 = 6.4949007e-4 /s. Ages T − t = 600, 500, 200:
+    ///   Φ(600) = 1 − 2^−0.242/1.242 = 1 − 0.8455723/1.242 = 0.3191850
+    ///   Φ(500) = 1 − (5/3)^−0.242/1.242 = 1 − 0.8837158/1.242 = 0.2884736
+    ///   Φ(200) = c·200 = 0.1298980 (within s0: linear)
+    /// effective exposure 10·0.3191850 + 20·0.2884736 + 30·0.1298980 = 12.858262;
+    /// S = 60 − 12.858262 = 47.141738; p̂ = (3 − 1)/12.858262 = 0.155542.
+    @Test func seismicExposureAndInfectiousnessOfThreeEvents() async throws {
+        let f = try await features([0, 100, 400], [10, 20, 30], tObs: 600)
+        #expect(abs(try #require(f["seismic_exposure"]) - 47.141738) < 1e-5)
+        #expect(abs(try #require(f["seismic_p"]) - 0.155542) < 1e-6)
+        // Both ages within s0 (T_obs = 200, t = [0, 50], marks [10, 30]): Φ linear, Φ(200) = 0.1298980,
+        // Φ(150) = 0.0974235; effective 1.298980 + 2.922705 = 4.221685; S = 40 − 4.221685 = 35.778315;
+        // p̂ = 1/4.221685 = 0.236872.
+        let young = try await features([0, 50], [10, 30], tObs: 200)
+        #expect(abs(try #require(young["seismic_exposure"]) - 35.778315) < 1e-5)
+        #expect(abs(try #require(young["seismic_p"]) - 0.236872) < 1e-6)
+    }
 }

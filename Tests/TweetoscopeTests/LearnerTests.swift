@@ -44,6 +44,7 @@ import TweetoscopeCore
         #expect(defaults["seed"] == .int(0))
         #expect(defaults["min_samples"] == .int(50))
         #expect(defaults["state_dir"] == .string(""))
+        #expect(defaults["shift"] == .bool(true))
     }
 
     @Test(arguments: [
@@ -129,7 +130,33 @@ import TweetoscopeCore
         #expect(a.models.last?.trees != c.models.last?.trees)
     }
 
-    /// A growth learner given course samples (3 features instead of 5) rejects them all.
+    /// Growth samples (15 features) whose target steps from ln 2 to ln 4 between x[2] < 0.2 and
+    /// x[2] ≥ 0.8: the forest
+    /// learns the step exactly, every out-of-bag prediction is its sample's target, so the median
+    /// ARE is 0 at c = 0 and the model's `shift` is 0 with residuals all 0. A course model has no
+    /// shift.
+    @Test func growthModelsCarryTheirShift() async throws {
+        let samples: [Message] = (0..<40).map { i in
+            // Two clusters, [0.1, 0.2) and [0.8, 0.9): any threshold a tree picks between them
+            // also sends the samples it did not draw (out of bag) to the right side.
+            let level = (i % 2 == 0 ? 0.1 : 0.8) + Double(i % 10) / 100
+            var x = [Double](repeating: 1, count: 15)
+            x[2] = level
+            x[0] = Double(10 + i % 7)
+            return .sample(Sample(cascade: CascadeID(i), tObs: 600, x: x, w: level < 0.5 ? 0.6931471805599453 : 1.3862943611198906,
+                                  growth: level < 0.5 ? 2 : 4))
+        }
+        // Every feature tried at each split, so every tree finds the step.
+        let r = try await Self.learn([samples], extra: ["mode": .string("growth"), "max_features": .double(1)])
+        let last = try #require(r.models.last)
+        #expect(last.mode == "growth" && last.samples == 40)
+        #expect(last.shift == 0)
+        #expect(!last.residuals.isEmpty && last.residuals.allSatisfy { abs($0) < 1e-12 })
+        let course = try await Self.learn([Self.courseSamples(40)])
+        #expect(course.models.allSatisfy { $0.shift == nil })
+    }
+
+    /// A growth learner given course samples (3 features instead of 15) rejects them all.
     @Test func samplesOfAnotherModeAreRejected() async throws {
         let r = try await Self.learn([Self.courseSamples(40)], extra: ["mode": .string("growth")])
         #expect(r.models.isEmpty)

@@ -9,9 +9,29 @@ import TweetoscopeCore
 
     /// Hawkes parameters with n_supp = G1/(1 − n*) as the estimator sends it.
     static func parameters(_ cid: CascadeID, tObs: Int = 600, nObs: Int = 10, beta: Double = 0.001,
-                           nStar: Double = 0.5, g1: Double = 4, msg: String = "m") -> Message {
+                           nStar: Double = 0.5, g1: Double = 4, msg: String = "m",
+                           features: [String: Double]? = Self.seriesFeatures) -> Message {
         .parameters(CascadeParameters(cascade: cid, msg: msg, tObs: tObs, nObs: nObs, nSupp: g1 / (1 - nStar),
-                                      p: nStar / 35, beta: beta, nStar: nStar, g1: g1))
+                                      p: nStar / 35, beta: beta, nStar: nStar, g1: g1, features: features))
+    }
+
+    /// The estimator's series features of the test parameters (seismic_exposure = e − 1 so that
+    /// ln(1 + S) = 1).
+    static let seriesFeatures: [String: Double] = [
+        "root_m": 100, "max_m": 300, "median_m": 50, "sum_m": 1000, "share_after_3q": 0.2, "share_after_half": 0.4,
+        "share_first_quarter": 0.3, "seismic_exposure": 1.718281828459045, "seismic_p": 0.01,
+    ]
+
+    /// X of the growth mode for ``parameters(_:tObs:nObs:beta:nStar:g1:msg:features:)``'s defaults,
+    /// by hand: [n_obs, n_supp/n_obs, n*, beta, G1/n_obs] = [10, 8/10, 0.5, 0.001, 4/10], then
+    /// ln(1+100), ln(1+300), ln(1+50), ln(1+1000) (Python math.log1p), the three shares,
+    /// ln(1 + e − 1) = 1, p̂ = 0.01 and T_obs = 600.
+    static let growthX: [Double] = [10, 0.8, 0.5, 0.001, 0.4, 4.61512051684126, 5.707110264748875, 3.9318256327243257,
+                                    6.90875477931522, 0.2, 0.4, 0.3, 1.0, 0.01, 600]
+
+    static func closeVectors(_ a: [Double]?, _ b: [Double]) -> Bool {
+        guard let a, a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($1)) }
     }
 
     static func size(_ cid: CascadeID, tObs: Int = 600, nTot: Int) -> Message {
@@ -169,7 +189,7 @@ import TweetoscopeCore
     // MARK: growth mode
 
     /// No model: N̂ = min(10 + 8, 10·10) = 18; n_tot 30: ARE 0.4.
-    /// X = [n_obs, n_supp/n_obs, n*, beta, G1/n_obs] = [10, 0.8, 0.5, 0.001, 0.4]; W = ln(30/10).
+    /// X = ``growthX``; W = ln(30/10).
     @Test(arguments: [false, true])
     func growthWithoutModelBothOrders(sizeFirst: Bool) async throws {
         let p = Self.parameters(7), s = Self.size(7, nTot: 30)
@@ -177,7 +197,7 @@ import TweetoscopeCore
         #expect(o.alerts.map(\.nTot) == [18])
         #expect(o.stats == [Stat(cascade: 7, tObs: 600, are: 0.4, forecast: 18, nTot: 30, nObs: 10)])
         #expect(o.samples.count == 1)
-        #expect(o.samples.first?.x == [10, 0.8, 0.5, 0.001, 0.4])
+        #expect(Self.closeVectors(o.samples.first?.x, Self.growthX))
         #expect(abs((o.samples.first?.w ?? 0) - 1.0986122886681098) < 1e-15)  // ln 3
     }
 
@@ -199,6 +219,32 @@ import TweetoscopeCore
         #expect(o.alerts.count == 1)
         #expect(abs(o.alerts[0].nTot - 27.18281828459045) < 1e-12)
         #expect(abs(o.stats[0].are - 0.0939060571803183) < 1e-14)
+    }
+
+    /// The model's shift c is added to its prediction: ln-growth 1 + 0.5, N̂ = 10·e^1.5 = 44.81689070338064;
+    /// n_tot 30: ARE = 14.81689070338064/30 = 0.4938963567793548.
+    @Test func growthModelShiftIsAdded() async throws {
+        let model = Model(tObs: 600, version: 4, mode: "growth", samples: 80, trees: [Self.leaf(1)], shift: 0.5)
+        let o = try await Self.predictWithModels([model], [[Self.parameters(3)], [Self.size(3, nTot: 30)]], mode: "growth")
+        #expect(abs(o.alerts[0].nTot - 44.81689070338064) < 1e-11)
+        #expect(abs(o.stats[0].are - 0.4938963567793548) < 1e-13)
+    }
+
+    /// Parameters without the series features (a course estimator over Kafka): even with a model,
+    /// the forecast is the fallback min(10 + 8, 10·10) = 18, counted `no_features`, and no sample.
+    @Test func growthWithoutFeaturesFallsBack() async throws {
+        let model = Model(tObs: 600, version: 4, mode: "growth", samples: 80, trees: [Self.leaf(1)])
+        let o = try await Self.predictWithModels([model], [[Self.parameters(3, features: nil)], [Self.size(3, nTot: 30)]],
+                                                 mode: "growth")
+        #expect(o.alerts.map(\.nTot) == [18])
+        #expect(o.stats.map(\.are) == [0.4])
+        #expect(o.samples.isEmpty)
+        #expect(o.counters["no_features"] == 1 && o.counters["rejected.sample_no_features"] == 1)
+        // A feature missing from the object is the same as none.
+        var partial = Self.seriesFeatures
+        partial["seismic_p"] = nil
+        let p = try await Self.predictWithModels([model], [[Self.parameters(4, features: partial)]], mode: "growth")
+        #expect(p.alerts.map(\.nTot) == [18] && p.counters["no_features"] == 1)
     }
 
     /// A course model reaching a growth predictor is ignored and counted.
@@ -236,7 +282,7 @@ import TweetoscopeCore
     @Test(arguments: ["none", "course", "growth"])
     func explodingBranchingFactorStaysFinite(mode: String) async throws {
         let p = CascadeParameters(cascade: 1, msg: "m", tObs: 600, nObs: 10, nSupp: .infinity, p: 0.05,
-                                  beta: 0.001, nStar: 1.5, g1: 4)
+                                  beta: 0.001, nStar: 1.5, g1: 4, features: Self.seriesFeatures)
         let o = try await Self.predict([[.parameters(p), Self.size(1, nTot: 20)]], mode: mode)
         #expect(o.counters["clamped_n_star"] == 1)
         #expect(o.alerts.count == 1 && o.stats.count == 1 && o.samples.count == 1)

@@ -10,7 +10,7 @@ import TweetoscopeCore
     static func parameters(_ cid: CascadeID, seq: Int?, tObs: Int = 600, nObs: Int = 10) -> Message {
         // n* = 0.5, G1 = 4: n_supp = 8, raw forecast 18.
         .parameters(CascadeParameters(cascade: cid, msg: "m", tObs: tObs, nObs: nObs, nSupp: 8,
-                                      p: 0.01, beta: 0.001, nStar: 0.5, g1: 4, seq: seq))
+                                      p: 0.01, beta: 0.001, nStar: 0.5, g1: 4, seq: seq, features: PredictorTests.seriesFeatures))
     }
 
     static func size(_ cid: CascadeID, seq: Int?, tObs: Int = 600, nTot: Int) -> Message {

@@ -52,7 +52,8 @@ private let residuals: [Double] = [-0.9, -0.5, -0.3, -0.1, 0.0, 0.05, 0.2, 0.35,
 private func parameters(_ cid: CascadeID, tObs: Int = 600, nObs: Int, nStar: Double = 0.5, g1: Double = 4,
                         t0: Double? = nil) -> Message {
     .parameters(CascadeParameters(cascade: cid, msg: "m", tObs: tObs, nObs: nObs, nSupp: g1 / (1 - nStar),
-                                  p: nStar / 35, beta: 0.001, nStar: nStar, g1: g1, t0: t0))
+                                  p: nStar / 35, beta: 0.001, nStar: nStar, g1: g1, t0: t0,
+                                  features: PredictorTests.seriesFeatures))
 }
 
 private struct Run {
@@ -178,8 +179,8 @@ private func close(_ a: Double, _ b: Double, _ tol: Double = 1e-9) -> Bool { abs
         ("{\"type\": \"stat\", \"cid\": 1, \"T_obs\": 600, \"ARE\": 0.1}", "m.jsonl:2: a stat message, expected a model"),
         (line(Model(tObs: 600, version: 1, mode: "course", samples: 5, trees: [leaf(1)])), "m.jsonl:2: a model of mode course"),
         (line(Model(tObs: 600, version: 1, mode: "growth", samples: 5,
-                    trees: [RegressionTree(feature: [7, -1, -1], threshold: [0, 0, 0], left: [1, -1, -1], right: [2, -1, -1], value: [0, 1, 2])])),
-         "m.jsonl:2: tree 0 splits on a feature beyond the 5 of mode growth"),
+                    trees: [RegressionTree(feature: [15, -1, -1], threshold: [0, 0, 0], left: [1, -1, -1], right: [2, -1, -1], value: [0, 1, 2])])),
+         "m.jsonl:2: tree 0 splits on a feature beyond the 15 of mode growth"),
     ])
     func badModelFileIsAConfigurationError(bad: String, expected: String) throws {
         let files = ModelFiles()

@@ -162,6 +162,25 @@ fileprivate func reason(_ bytes: [UInt8], key: String? = nil) -> String? {
         let both = try params(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 0.7, 12.5], "n_star": 0.6, "G1": 3}"#)
         #expect(both.nStar == 0.6 && both.g1 == 3)
         #expect(reason(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001, 0.7, 12.5, 1]}"#, key: "600") == "invalid_field")
+        // This project's `features` object: read as sent, absent = nil, written back the same.
+        #expect(base.features == nil)
+        let f = try params(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001], "features": {"root_m": 10, "seismic_p": 0.25}}"#)
+        #expect(f.features == ["root_m": 10, "seismic_p": 0.25])
+        #expect(String(decoding: WireFormat.encode(.parameters(f)), as: UTF8.self).contains(#""features":{"root_m":10,"seismic_p":0.25}"#))
+        #expect(reason(#"{"type": "parameters", "cid": 1, "msg": "m", "n_obs": 32, "n_supp": 120, "params": [0.02, 0.001], "features": {"root_m": "x"}}"#, key: "600") != nil)
+    }
+
+    /// A model's `shift` round-trips; absent = nil; a non-finite or huge one is rejected.
+    @Test func modelShift() throws {
+        let m = Model(tObs: 600, version: 2, mode: "growth", samples: 3, trees: [RegressionTree(feature: [-1], threshold: [0], left: [-1], right: [-1], value: [1])], shift: -0.25)
+        let text = WireFormat.encode(.model(m))
+        #expect(String(decoding: text, as: UTF8.self).contains(#""shift":-0.25"#))
+        guard case .model(let back) = try WireFormat.decode(text) else { throw WireFormatError("not a model") }
+        #expect(back.shift == -0.25 && back == m)
+        let plain = #"{"type": "model", "T_obs": 600, "version": 1, "mode": "growth", "samples": 3, "trees": [{"feature": [-1], "threshold": [0], "left": [-1], "right": [-1], "value": [1]}]"#
+        guard case .model(let none) = try WireFormat.decode(Array((plain + "}").utf8)) else { throw WireFormatError("not a model") }
+        #expect(none.shift == nil)
+        #expect(throws: WireFormatError.self) { try WireFormat.decode(Array((plain + #", "shift": 1000}"#).utf8)) }
     }
 }
 

@@ -232,10 +232,17 @@ public struct CascadeParameters: Sendable, Hashable {
     /// Source-clock time in seconds of the cascade's first event, copied from its series (wire
     /// field `t0`); nil when unknown.
     public var t0: Double?
+    /// Features of the observed partial series beyond the Hawkes fit, by name (wire object
+    /// `features`, an extension of this project: course consumers ignore it): finite numbers,
+    /// see the estimator's `SeriesFeatures` for names, units and formulas. nil when the writer
+    /// did not send them (a course estimator); readers then forecast without them.
+    public var features: [String: Double]?
 
     public init(cascade: CascadeID, msg: String, tObs: Int, nObs: Int, nSupp: Double,
                 nSuppMeaning: NSuppMeaning? = .supplementary,
-                p: Double, beta: Double, nStar: Double, g1: Double, seq: Int? = nil, t0: Double? = nil) {
+                p: Double, beta: Double, nStar: Double, g1: Double, seq: Int? = nil, t0: Double? = nil,
+                features: [String: Double]? = nil) {
+        self.features = features
         self.seq = seq
         self.t0 = t0
         self.cascade = cascade
@@ -255,6 +262,7 @@ public struct CascadeParameters: Sendable, Hashable {
             && a.nSupp == b.nSupp && a.p == b.p && a.beta == b.beta
             && (a.nStar == b.nStar || (a.nStar.isNaN && b.nStar.isNaN))
             && (a.g1 == b.g1 || (a.g1.isNaN && b.g1.isNaN)) && a.seq == b.seq && a.t0 == b.t0
+            && a.features == b.features
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -268,6 +276,7 @@ public struct CascadeParameters: Sendable, Hashable {
         hasher.combine(nStar.isNaN ? 0 : nStar)
         hasher.combine(g1.isNaN ? 0 : g1)
         hasher.combine(seq)
+        hasher.combine(features)
     }
 
     /// The supplementary count G1/(1 − n*) that `nSupp` stands for, reading it as `assumed`
@@ -332,13 +341,20 @@ public struct Model: Sendable, Hashable {
     /// log(true / forecast) of the quantity the mode forecasts (the predictor's `Uncertainty`
     /// turns them into prediction intervals). Empty for a model without them.
     public var residuals: [Double]
+    /// Constant added to the forest's prediction before it is used (wire field `shift`, omitted
+    /// when nil): the `growth` mode's log-shift c, chosen by the learner on the out-of-bag
+    /// predictions to minimise their median ARE (`residuals` are then those of the shifted
+    /// prediction). nil (= 0) for other modes and older models.
+    public var shift: Double?
 
     /// Most residuals a model may carry (decoding rejects more).
     public static let maxResiduals = 1000
 
     public init(tObs: Int, version: Int, mode: String, samples: Int, trees: [RegressionTree],
-                wMin: Double? = nil, wMax: Double? = nil, growthMax: Double? = nil, residuals: [Double] = []) {
+                wMin: Double? = nil, wMax: Double? = nil, growthMax: Double? = nil, residuals: [Double] = [],
+                shift: Double? = nil) {
         self.residuals = residuals
+        self.shift = shift
         self.tObs = tObs
         self.version = version
         self.mode = mode

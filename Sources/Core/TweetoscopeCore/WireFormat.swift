@@ -181,6 +181,7 @@ private struct ParametersWire: Codable {
     var G1: Double?
     var seq: Int?
     var t0: Double?
+    var features: [String: Double]?
 }
 
 private struct SampleWire: Codable {
@@ -211,6 +212,7 @@ private struct ModelWire: Codable {
     var w_max: Double?
     var growth_max: Double?
     var residuals: [Double]?
+    var shift: Double?
 }
 
 private struct AlertWire: Codable {
@@ -276,7 +278,7 @@ public enum WireFormat {
                 data = try encoder.encode(ParametersWire(
                     type: "parameters", cid: p.cascade, msg: WireText(p.msg), T_obs: p.tObs, n_obs: p.nObs,
                     n_supp: p.nSupp, params: [p.p, p.beta], n_star: p.nStar.isNaN ? nil : p.nStar,
-                    G1: p.g1.isNaN ? nil : p.g1, seq: p.seq, t0: p.t0))
+                    G1: p.g1.isNaN ? nil : p.g1, seq: p.seq, t0: p.t0, features: p.features))
             case .sample(let s):
                 data = try encoder.encode(SampleWire(type: "sample", cid: s.cascade, T_obs: s.tObs, X: s.x, W: s.w, growth: s.growth))
             case .model(let m):
@@ -286,7 +288,7 @@ public enum WireFormat {
                         TreeWire(feature: $0.feature, threshold: $0.threshold, left: $0.left,
                                  right: $0.right, value: $0.value)
                     }, w_min: m.wMin, w_max: m.wMax, growth_max: m.growthMax,
-                    residuals: m.residuals.isEmpty ? nil : m.residuals))
+                    residuals: m.residuals.isEmpty ? nil : m.residuals, shift: m.shift))
             case .alert(let a):
                 data = try encoder.encode(AlertWire(type: "alert", cid: a.cascade, msg: WireText(a.msg), T_obs: a.tObs, n_tot: a.nTot,
                                                     n_obs: a.nObs, t: a.t, model: a.model, interval: a.interval,
@@ -405,10 +407,16 @@ public enum WireFormat {
                 let nStar = w.n_star ?? (w.params.count == 4 ? w.params[2] : .nan)
                 let g1 = w.G1 ?? (w.params.count >= 3 ? w.params[w.params.count - 1] : .nan)
                 coercedMsg = w.msg.coerced
+                if let f = w.features {
+                    guard f.count <= 64 else { throw WireFormatError(RejectReason.outOfRange, "field features: \(f.count) entries, at most 64") }
+                    for (name, v) in f.sorted(by: { $0.key < $1.key }) where !v.isFinite {
+                        throw WireFormatError("field features.\(name): not a finite number")
+                    }
+                }
                 return .parameters(CascadeParameters(
                     cascade: w.cid, msg: w.msg.text, tObs: try keyedWindow(w.T_obs), nObs: w.n_obs, nSupp: w.n_supp,
                     nSuppMeaning: nil, p: w.params[0], beta: w.params[1], nStar: nStar, g1: g1, seq: try sequence(w.seq),
-                    t0: w.t0 == nil ? nil : try sourceTime("t0", w.t0)))
+                    t0: w.t0 == nil ? nil : try sourceTime("t0", w.t0), features: w.features))
             case "sample":
                 let w = try decoder.decode(SampleWire.self, from: data)
                 if let g = w.growth, !(g >= 0) { throw WireFormatError(RejectReason.negative, "field growth: \(g) < 0") }
@@ -439,8 +447,9 @@ public enum WireFormat {
                     throw WireFormatError("fields w_min, w_max: \(lo) > \(hi)")
                 }
                 if let g = w.growth_max, !(g >= 1) { throw WireFormatError(RejectReason.outOfRange, "field growth_max: \(g) < 1") }
+                if let c = w.shift, !c.isFinite || abs(c) > 100 { throw WireFormatError(RejectReason.outOfRange, "field shift: \(c) not in [-100, 100]") }
                 return .model(Model(tObs: try window(w.T_obs), version: w.version, mode: w.mode, samples: w.samples, trees: trees,
-                                    wMin: w.w_min, wMax: w.w_max, growthMax: w.growth_max, residuals: residuals))
+                                    wMin: w.w_min, wMax: w.w_max, growthMax: w.growth_max, residuals: residuals, shift: w.shift))
             case "alert":
                 let w = try decoder.decode(AlertWire.self, from: data)
                 coercedMsg = w.msg.coerced
