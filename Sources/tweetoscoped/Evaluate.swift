@@ -22,18 +22,27 @@ struct Evaluate: AsyncParsableCommand {
             deterministically. Trains the models on every cascade of --train (or loads --model), \
             then forecasts every cascade of --test at each window. Without --test it \
             cross-validates --train (--folds folds by cascade, shuffled with --seed). Input: the \
-            long format `cascade,t,m` the replay source reads (gzip accepted). Writes into the \
+            formats the replay source reads (gzip accepted): the long format `cascade,t,m`, or \
+            the course's `time,magnitude[,msg]` rows with their index file (--train-index, \
+            --test-index; cascade ids are then the index rows, and a test cascade counts as a \
+            duplicate of a training one when their observed series and sizes agree). Writes into the \
             --report directory: summary.json, forecasts.csv, report.md and PNG plots (made by \
             plot-evaluation with python3-matplotlib). Exit status: 0; 1 when the input has no \
             usable cascade or a stage failed; 3 when everything but the plots was written (the \
             plotting library is missing or the plot script failed; --no-plots skips them).
             """)
 
-    @Option(help: ArgumentHelp("Training data (cascade,t,m; gzip accepted).", valueName: "DATA"))
+    @Option(help: ArgumentHelp("Training data (cascade,t,m; or course rows with --train-index; gzip accepted).", valueName: "DATA"))
     var train: String?
 
     @Option(help: ArgumentHelp("Test data; without it --train is cross-validated.", valueName: "DATA"))
     var test: String?
+
+    @Option(help: ArgumentHelp("Course index file of --train (start_ind,end_ind): --train is then in the course format.", valueName: "FILE"))
+    var trainIndex: String?
+
+    @Option(help: ArgumentHelp("Course index file of --test (start_ind,end_ind): --test is then in the course format.", valueName: "FILE"))
+    var testIndex: String?
 
     @Option(help: ArgumentHelp("Directory the report is written into (created).", valueName: "DIR"))
     var report: String
@@ -70,6 +79,8 @@ struct Evaluate: AsyncParsableCommand {
             throw ValidationError("give --train DATA (and --test DATA), or --model FILE with --test DATA")
         }
         guard folds >= 2 else { throw ValidationError("--folds must be >= 2") }
+        if trainIndex != nil && train == nil { throw ValidationError("--train-index needs --train") }
+        if testIndex != nil && test == nil { throw ValidationError("--test-index needs --test") }
         guard terminated > 0 else { throw ValidationError("--terminated must be > 0") }
         _ = try parsedWindows()
     }
@@ -112,6 +123,18 @@ struct EvaluationError: Error {
 struct CascadeProperties {
     var parameters: [Int: CascadeParameters] = [:]
     var sizes: [Int: CascadeSize] = [:]
+
+    /// What identifies a cascade's content whatever its id and replay start time: per window,
+    /// the final size and the fit of the observed series (the estimator is deterministic and
+    /// works on times relative to the first tweet, so equal series give equal fits).
+    var fingerprint: String {
+        let windows = Set(parameters.keys).union(sizes.keys).sorted()
+        return windows.map { w in
+            let s = sizes[w].map { "\($0.nTot)" } ?? "-"
+            let p = parameters[w].map { "\($0.nObs),\($0.p),\($0.beta),\($0.nStar),\($0.g1)" } ?? "-"
+            return "\(w):\(s):\(p)"
+        }.joined(separator: ";")
+    }
 }
 
 /// One scored forecast.
@@ -216,9 +239,10 @@ struct Evaluation {
     }
 
     /// Replays `path` through the collector and the estimator; the properties of every cascade.
-    func readProperties(_ path: String, role: String) async throws -> [CascadeID: CascadeProperties] {
-        guard access(path, R_OK) == 0 else {
-            throw EvaluationError(message: "\(path): cannot be read: \(String(cString: strerror(errno)))")
+    /// `index`: the course index file of `path` (course format), nil for the long format.
+    func readProperties(_ path: String, index: String?, role: String) async throws -> [CascadeID: CascadeProperties] {
+        for file in [path] + (index.map { [$0] } ?? []) where access(file, R_OK) != 0 {
+            throw EvaluationError(message: "\(file): cannot be read: \(String(cString: strerror(errno)))")
         }
         let slot = "properties.\(role)"
         let stages = """
@@ -226,7 +250,7 @@ struct Evaluation {
                 type: replay
                 outputs: { tweets: tweets }
                 path: \(quoted(absolute(path)))
-                sources: 1
+            \(index.map { "    index: \(quoted(absolute($0)))\n" } ?? "")    sources: 1
                 max_cascades: 50
                 seed: 0
               collector:
@@ -399,15 +423,48 @@ struct Evaluation {
         let reportDir = command.report
         try makeDirectory(reportDir)
 
+        // Models given with --model, by mode; checked before any data is read. Without --train
+        // and --modes, the modes of the model file are evaluated (and `none`, which needs none).
+        var givenModels: [String: String] = [:]
+        if let path = command.model {
+            let inFile = try modesOfModelFile(path)
+            if command.train == nil && command.modes == nil {
+                modes = modes.filter { $0 == "none" || inFile[$0] != nil }
+            }
+            for mode in modes where inFile[mode] != nil {
+                givenModels[mode] = absolute(path)
+                let missing = windows.filter { !inFile[mode]!.contains($0) }
+                if !missing.isEmpty {
+                    writeStandardError("tweetoscoped evaluate: warning: \(path) has no \(mode) model for T_obs = \(missing.map(String.init).joined(separator: ", ")) s: "
+                                       + "the \(mode) forecasts there are the predictor's model-less fallback\n")
+                }
+            }
+            if givenModels.isEmpty {
+                throw EvaluationError(message: "\(path): no model of the evaluated modes (\(modes.joined(separator: ", ")))")
+            }
+        }
+        let trainModes = modes.filter { $0 != "none" && givenModels[$0] == nil }
+        if !trainModes.isEmpty && command.train == nil {
+            throw EvaluationError(message: "modes \(trainModes.joined(separator: ", ")) need --train (or their models in --model; or choose --modes)")
+        }
+
         var trainData: [CascadeID: CascadeProperties] = [:]
-        if let t = command.train { trainData = try await readProperties(t, role: "train") }
+        if let t = command.train { trainData = try await readProperties(t, index: command.trainIndex, role: "train") }
         var testData: [CascadeID: CascadeProperties] = [:]
-        if let t = command.test { testData = try await readProperties(t, role: "test") }
+        if let t = command.test { testData = try await readProperties(t, index: command.testIndex, role: "test") }
 
         // Duplicates across train and test leak the answer: reported, and left out of the test set.
         var duplicates: [CascadeID] = []
         if command.test != nil && command.train != nil {
-            duplicates = testData.keys.filter { trainData[$0] != nil }.sorted()
+            if command.trainIndex == nil && command.testIndex == nil {
+                // Long format: cascade ids are the datasets' own (SEISMIC: the tweet id).
+                duplicates = testData.keys.filter { trainData[$0] != nil }.sorted()
+            } else {
+                // Course format: ids are index rows, equal across unrelated files; a duplicate is
+                // a test cascade whose observed series (its fits) and sizes equal a training one's.
+                let seen = Set(trainData.values.map(\.fingerprint))
+                duplicates = testData.filter { seen.contains($0.value.fingerprint) }.map(\.key).sorted()
+            }
             if !duplicates.isEmpty {
                 let names = duplicates.prefix(20).map(String.init).joined(separator: ", ")
                 writeStandardError("tweetoscoped evaluate: \(duplicates.count) cascade(s) of --test are also in --train, left out of the test set: \(names)\(duplicates.count > 20 ? ", ..." : "")\n")
@@ -416,18 +473,6 @@ struct Evaluation {
             if testData.isEmpty { throw EvaluationError(message: "every cascade of --test is in --train: nothing left to test") }
         }
 
-        // Models given with --model, by mode.
-        var givenModels: [String: String] = [:]
-        if let path = command.model {
-            for mode in try modesOfModelFile(path) where modes.contains(mode) { givenModels[mode] = absolute(path) }
-            if givenModels.isEmpty {
-                throw EvaluationError(message: "\(path): no model of the evaluated modes (\(modes.joined(separator: ", ")))")
-            }
-        }
-        let trainModes = modes.filter { $0 != "none" && givenModels[$0] == nil }
-        if !trainModes.isEmpty && command.train == nil {
-            throw EvaluationError(message: "modes \(trainModes.joined(separator: ", ")) need --train (or their models in --model)")
-        }
 
         // Folds: (train ids, test ids).
         var plan: [(train: [CascadeID], test: [CascadeID])] = []
@@ -454,9 +499,12 @@ struct Evaluation {
         var rows: [ForecastRow] = []
         var unforecast: [String: Int] = [:]
         for (k, fold) in plan.enumerated() {
+            let training = trainModes.isEmpty
+                ? "nothing to train (models from --model)"
+                : "training \(trainModes.joined(separator: ", ")) on \(fold.train.count) cascades"
             progress(plan.count > 1
-                ? "fold \(k + 1)/\(plan.count): training \(trainModes.joined(separator: ", ")) on \(fold.train.count) cascades, testing on \(fold.test.count)"
-                : "training \(trainModes.joined(separator: ", ")) on \(fold.train.count) cascades, testing on \(fold.test.count)")
+                ? "fold \(k + 1)/\(plan.count): \(training), testing on \(fold.test.count)"
+                : "\(training), testing on \(fold.test.count)")
             var models = try await train(trainModes, ids: fold.train, data: trainData, fold: k)
             models.merge(givenModels) { a, _ in a }
             let results = try await forecast(ids: fold.test, data: testData, models: models, fold: k)
@@ -544,9 +592,10 @@ struct Evaluation {
         return keys
     }
 
-    func modesOfModelFile(_ path: String) throws -> [String] {
+    /// The modes of the models in `path` (JSON lines of model messages), each with its windows.
+    func modesOfModelFile(_ path: String) throws -> [String: Set<Int>] {
         let bytes = try readFile(path)
-        var modes: [String] = []
+        var modes: [String: Set<Int>] = [:]
         var line = 0
         for chunk in bytes.split(separator: 10, omittingEmptySubsequences: false) {
             line += 1
@@ -558,7 +607,7 @@ struct Evaluation {
             guard case .model(let m) = message else {
                 throw EvaluationError(message: "\(path):\(line): not a model (\(message.kind.rawValue))")
             }
-            if !modes.contains(m.mode) { modes.append(m.mode) }
+            modes[m.mode, default: []].insert(m.tObs)
         }
         return modes
     }
@@ -602,7 +651,9 @@ struct Evaluation {
         var md = "# tweetoscoped evaluate\n\n"
         md += command.test == nil
             ? "Cross-validation of `\(baseName(command.train ?? ""))`: \(folds) folds by cascade (seed \(command.seed)), \(cascades) cascades.\n"
-            : "Trained on `\(baseName(command.train ?? command.model ?? ""))`, tested on `\(baseName(command.test!))` (\(cascades) cascades).\n"
+            : (command.train.map { "Trained on `\(baseName($0))`" } ?? "Models from `\(baseName(command.model ?? ""))` (nothing trained)")
+              + (command.model != nil && command.train != nil ? " and models from `\(baseName(command.model!))`" : "")
+              + ", tested on `\(baseName(command.test!))` (\(cascades) cascades).\n"
         md += "Windows \(windows.map(String.init).joined(separator: ", ")) s; truth = the size at `terminated` = \(command.terminated) s. "
         md += "Default mode: `\(defaultMode)`. ARE = |forecast − n_tot| / n_tot; coverage_80 = share of true sizes inside the 80 % interval.\n\n"
         if !duplicates.isEmpty {

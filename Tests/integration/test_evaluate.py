@@ -179,6 +179,83 @@ def test_train_test_halves_and_a_duplicate(daemon, cascades, tmp_path):
     assert dup in (tmp_path / "dup" / "report.md").read_text()
 
 
+def write_course(rows_path, index_path, cascades):
+    """The course's pair of files for `cascades`: `time,magnitude` rows and the 1-based inclusive
+    `start_ind,end_ind` ranges of each cascade (its id is then its position in the index)."""
+    start = 1
+    with open(rows_path, "w") as rows, open(index_path, "w") as index:
+        rows.write("time,magnitude\n")
+        index.write("start_ind,end_ind\n")
+        for _, lines in cascades:
+            for line in lines:
+                _, t, m = line.strip().split(",")
+                rows.write(f"{t},{m}\n")
+            index.write(f"{start},{start + len(lines) - 1}\n")
+            start += len(lines)
+
+
+def test_course_format_input_scores_as_the_long_format(daemon, cascades, tmp_path):
+    """The same halves in the course's format (rows + index): the same figures as in the long
+    format (ids differ, contents do not); a cascade in both sets is found by its content."""
+    half = len(cascades) // 2
+    a, b = cascades[:half], cascades[half:]
+    write(tmp_path / "a.csv", a)
+    write(tmp_path / "b.csv", b)
+    write_course(tmp_path / "a_rows.csv", tmp_path / "a_index.csv", a)
+    write_course(tmp_path / "b_rows.csv", tmp_path / "b_index.csv", b)
+    common = ("--windows", WINDOWS, "--no-plots", "--modes", "growth,course")
+    long_run = run(daemon, "evaluate", "--train", tmp_path / "a.csv", "--test", tmp_path / "b.csv",
+                   "--report", tmp_path / "long", *common)
+    assert long_run.returncode == 0, long_run.stderr[-3000:]
+    course_run = run(daemon, "evaluate", "--train", tmp_path / "a_rows.csv", "--train-index", tmp_path / "a_index.csv",
+                     "--test", tmp_path / "b_rows.csv", "--test-index", tmp_path / "b_index.csv",
+                     "--report", tmp_path / "course", *common)
+    assert course_run.returncode == 0, course_run.stderr[-3000:]
+    long_summary = json.loads((tmp_path / "long" / "summary.json").read_text())
+    course_summary = json.loads((tmp_path / "course" / "summary.json").read_text())
+    assert course_summary["duplicates"] == {"count": 0, "cascades": []}
+    assert course_summary["windows"] == long_summary["windows"]
+    # Rows pair up through the order of the test file: cascade k of b is index row k.
+    by_position = {cid: k for k, (cid, _) in enumerate(b)}
+    long_rows = sorted((by_position[x["cid"]], x["T_obs"], x["mode"], x["forecast"], x["n_tot"])
+                       for x in rows_of(tmp_path / "long"))
+    course_rows = sorted((int(x["cid"]), x["T_obs"], x["mode"], x["forecast"], x["n_tot"])
+                         for x in rows_of(tmp_path / "course"))
+    assert long_rows and course_rows == long_rows
+
+    # b's first cascade appended to the training rows: found by content although its id (its
+    # index row in each file) differs, reported and left out of the test.
+    write_course(tmp_path / "a_dup_rows.csv", tmp_path / "a_dup_index.csv", a + [b[0]])
+    r = run(daemon, "evaluate", "--train", tmp_path / "a_dup_rows.csv", "--train-index", tmp_path / "a_dup_index.csv",
+            "--test", tmp_path / "b_rows.csv", "--test-index", tmp_path / "b_index.csv",
+            "--report", tmp_path / "dup", *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "dup" / "summary.json").read_text())
+    assert summary["duplicates"] == {"count": 1, "cascades": [0]}
+
+
+def test_given_models_alone_score_their_modes_and_warn_of_missing_windows(daemon, tmp_path):
+    """--model without --train: its modes (and `none`) are scored, nothing is trained, and a
+    window the file has no model for is warned about (the shipped model has 600 and 1200 s)."""
+    from conftest import ROOT
+    models = ROOT / "data" / "models" / "growth.jsonl"
+    windows = {json.loads(line)["T_obs"] for line in models.read_text().splitlines() if line.strip()}
+    assert windows == {600, 1200}
+    r = run(daemon, "evaluate", "--model", models, "--test", ROOT / "data" / "sample.csv",
+            "--windows", "600,3600", "--terminated", 1800, "--report", tmp_path / "m", "--no-plots")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no growth model for T_obs = 3600 s" in r.stderr
+    assert "nothing to train" in r.stderr
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert set(summary["windows"]["600"]) == {"default", "growth", "none"}
+    assert summary["windows"]["600"]["growth"]["n"] == 25
+    assert "nothing trained" in (tmp_path / "m" / "report.md").read_text()
+    # A mode without a model and without --train is an error before any data is read.
+    r = run(daemon, "evaluate", "--model", models, "--test", tmp_path / "absent.csv", "--modes", "course",
+            "--report", tmp_path / "c", "--no-plots")
+    assert r.returncode == 1 and "no model of the evaluated modes (course)" in r.stderr, r.stderr[-2000:]
+
+
 def test_bad_input_is_an_error_naming_the_file(daemon, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("time,mag\n1,2\n")
