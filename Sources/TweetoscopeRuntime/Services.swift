@@ -57,7 +57,7 @@ final class SignalHandler: Service, Sendable {
         let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
         trapped?()
         let daemon = self.daemon
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 for await signal in signals {
                     if signal == .sighup {
@@ -99,7 +99,7 @@ final class SystemdReporter: Service, Sendable {
 
     func run() async throws {
         let daemon = self.daemon
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await Self.statusLoop(daemon) }
                 if let interval = daemon.notifier.watchdogInterval {
