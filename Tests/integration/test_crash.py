@@ -61,6 +61,12 @@ SEISMIC_CASCADES = 554
 WINDOWS = (600, 1200)
 PARTITIONS = 2
 OUTAGE_SECONDS = 20
+# The predict daemon's consumers outlast the whole outage (20 s plus the broker's stop and its
+# start on ~735 MB of data: 46 s measured once in CI, beyond librdkafka's default 45 s session):
+# the test is about a broker outage, not about the group expelling the predictor. Known gap
+# (issue note): when the predictor's session does expire, the re-delivered sizes' offsets were
+# left uncommitted (lag 650 on the sizes topic 5 min later).
+PREDICT_SESSION = {"session.timeout.ms": "180000", "heartbeat.interval.ms": "3000"}
 KILLS = 3
 # What every phase took (printed at the end of the module).
 TIMES = {}
@@ -273,11 +279,11 @@ stages:
   series_source:
     type: kafka_source
     outputs: {{ messages: cascade_series }}
-{kafka(b, self.series, group=self.predict_groups[self.series])}
+{kafka(b, self.series, PREDICT_SESSION, group=self.predict_groups[self.series])}
   properties_source:
     type: kafka_source
     outputs: {{ messages: sizes }}
-{kafka(b, self.properties, group=self.predict_groups[self.properties])}
+{kafka(b, self.properties, PREDICT_SESSION, group=self.predict_groups[self.properties])}
   estimator:
     type: estimator
     inputs: {{ series: cascade_series }}
