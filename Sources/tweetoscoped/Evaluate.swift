@@ -309,18 +309,23 @@ struct Evaluation {
         return result
     }
 
-    /// Trains the models of `trainModes` on `ids`; returns the models file of each mode.
-    func train(_ trainModes: [String], ids: [CascadeID], data: [CascadeID: CascadeProperties], fold: Int) async throws -> [String: String] {
-        guard !trainModes.isEmpty else { return [:] }
-        let input = "train.\(fold)"
-        EvaluationSlots.shared.provide(input, messages(of: ids, in: data))
-        var stages = """
+    /// Puts the properties of `ids` in the evaluation slot `slot`; the YAML of the `input` stage
+    /// that sends them on the stream `properties`.
+    func provideInput(_ slot: String, ids: [CascadeID], data: [CascadeID: CascadeProperties]) -> String {
+        EvaluationSlots.shared.provide(slot, messages(of: ids, in: data))
+        return """
               input:
                 type: evaluate_input
                 outputs: { messages: properties }
-                slot: \(input)
+                slot: \(slot)
 
             """
+    }
+
+    /// Trains the models of `trainModes` on `ids`; returns the models file of each mode.
+    func train(_ trainModes: [String], ids: [CascadeID], data: [CascadeID: CascadeProperties], fold: Int) async throws -> [String: String] {
+        guard !trainModes.isEmpty else { return [:] }
+        var stages = provideInput("train.\(fold)", ids: ids, data: data)
         for m in trainModes {
             stages += """
                   predictor_\(m):
@@ -371,15 +376,7 @@ struct Evaluation {
     func forecast(ids: [CascadeID], data: [CascadeID: CascadeProperties], models: [String: String], fold: Int) async throws
         -> [String: (alerts: [PairID: (Alert, AlertExtrasValue)], stats: [PairID: Double])]
     {
-        let input = "test.\(fold)"
-        EvaluationSlots.shared.provide(input, messages(of: ids, in: data))
-        var stages = """
-              input:
-                type: evaluate_input
-                outputs: { messages: properties }
-                slot: \(input)
-
-            """
+        var stages = provideInput("test.\(fold)", ids: ids, data: data)
         for m in modes {
             stages += """
                   predictor_\(m):
