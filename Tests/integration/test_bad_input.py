@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 
 from conftest import ROOT, run
 from independent import expected_output, read_cascades
+from pipeline import collector, file_sink, stage, write_config
 
 SAMPLE = ROOT / "data" / "sample.csv"
 MAX_RECORD_BYTES = 4096
@@ -22,6 +23,7 @@ MAX_TIME = 1e12
 MAX_MAGNITUDE = 1e12
 INT64 = (-(1 << 63), (1 << 63) - 1)
 WINDOWS, TERMINATED, MIN_SIZE = (600, 1200), 1800, 10
+DEFAULT_COLLECTOR = collector(WINDOWS, TERMINATED, MIN_SIZE)
 
 
 def rejected_counts(stdout):
@@ -215,25 +217,10 @@ def test_jsonl_source_mixed_good_and_bad_lines(daemon, tmp_path):
     assert len(source_rejects) == 9 and model.rejected["duplicate_tweet"] > 0 and model.rejected["out_of_order"] > 0
 
     out = tmp_path / "out"
-    cfg = tmp_path / "jsonl.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, file]
-progress_interval: 0
-stages:
-  source:
-    type: jsonl
-    path: {path}
-    max_record_bytes: {MAX_RECORD_BYTES}
-    outputs: {{ tweets: tweets, rejected: dead_letters }}
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-  sink:
-    type: file
-    inputs: {{ streams: [cascade_series, cascade_properties, dead_letters] }}
-    directory: {out}
-""")
+    cfg = write_config(tmp_path / "jsonl.yaml", ["replay", "collector", "file"],
+                       stage("source", "jsonl", outputs={"tweets": "tweets", "rejected": "dead_letters"},
+                             path=path, max_record_bytes=MAX_RECORD_BYTES),
+                       DEFAULT_COLLECTOR, file_sink(out, ["cascade_series", "cascade_properties", "dead_letters"]))
     r = run(daemon, "run", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     want = {("source", k): n for k, n in source_rejects.items()}
@@ -355,27 +342,10 @@ def test_replay_source_mixed_good_and_bad_rows(daemon, tmp_path):
     assert len(expected) == 9 and expected[("source", "not_contiguous")] > 0 and expected[("source", "out_of_order")] > 0
 
     out = tmp_path / "out"
-    cfg = tmp_path / "replay.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, file]
-progress_interval: 0
-stages:
-  source:
-    type: replay
-    path: {path}
-    sources: 2
-    seed: 3
-    max_record_bytes: {MAX_RECORD_BYTES}
-    outputs: {{ tweets: tweets, rejected: dead_letters }}
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-  sink:
-    type: file
-    inputs: {{ streams: [cascade_series, cascade_properties, dead_letters] }}
-    directory: {out}
-""")
+    cfg = write_config(tmp_path / "replay.yaml", ["replay", "collector", "file"],
+                       stage("source", "replay", outputs={"tweets": "tweets", "rejected": "dead_letters"},
+                             path=path, sources=2, seed=3, max_record_bytes=MAX_RECORD_BYTES),
+                       DEFAULT_COLLECTOR, file_sink(out, ["cascade_series", "cascade_properties", "dead_letters"]))
     r = run(daemon, "run", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     want_series, want_sizes, dropped = expected_output(read_cascades(SAMPLE), WINDOWS, TERMINATED, MIN_SIZE)

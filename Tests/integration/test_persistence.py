@@ -11,7 +11,6 @@
   outputs are at least once), none lost.
 """
 import json
-import os
 import re
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import time
 import uuid
 
 from conftest import ROOT, run
+from pipeline import collector, estimator, file_sink, learner, predictor, replay, stage, write_config
 from test_kafka import CLIENT_CONFIG, ck, broker, tweetoscoped  # noqa: F401 (fixtures)
 
 
@@ -29,52 +29,13 @@ def counter(text, name):
 def learning_config(tmp_path, name, state, acceleration=0, limit=0):
     """The embedded sample through the whole pipeline, a learner that fits from 5 samples on."""
     out = tmp_path / name
-    cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, estimator, predictor, learner, file]
-progress_interval: 0
-stages:
-  source:
-    type: replay
-    outputs: {{ tweets: tweets }}
-    path: {ROOT / "data" / "sample.csv"}
-    sources: 2
-    max_cascades: 2
-    seed: 1
-    time_acceleration: {acceleration}
-    limit: {limit}
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-    windows: [600, 1200]
-    terminated: 1800
-    min_cascade_size: 10
-  estimator:
-    type: estimator
-    inputs: {{ series: cascade_series }}
-    outputs: {{ parameters: cascade_properties }}
-  predictor:
-    type: predictor
-    inputs: {{ properties: [cascade_properties], models: models }}
-    outputs: {{ alerts: alerts, stats: stats, samples: samples }}
-    mode: growth
-    refit_every: 2
-    min_samples: 4
-  learner:
-    type: learner
-    inputs: {{ samples: samples }}
-    outputs: {{ models: models }}
-    mode: growth
-    refit_every: 2
-    min_samples: 4
-    trees: 10
-    state_dir: {state}
-  sink:
-    type: file
-    inputs: {{ streams: [alerts, stats, samples, models] }}
-    directory: {out}
-""")
+    cfg = write_config(
+        tmp_path / f"{name}.yaml", ["replay", "collector", "estimator", "predictor", "learner", "file"],
+        replay(ROOT / "data" / "sample.csv", time_acceleration=acceleration, limit=limit),
+        collector(), estimator(),
+        predictor("growth", refit_every=2, min_samples=4),
+        learner("growth", refit_every=2, min_samples=4, trees=10, state_dir=state),
+        file_sink(out, ["alerts", "stats", "samples", "models"]))
     return cfg, out
 
 
@@ -184,34 +145,9 @@ def test_corrupt_state_file_is_set_aside_logged_and_counted(daemon, tmp_path):
 def properties_records(daemon, tmp_path):
     """cascade_properties (sizes and parameters, in stream order) of the embedded sample."""
     out = tmp_path / "props"
-    cfg = tmp_path / "props.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, estimator, file]
-progress_interval: 0
-stages:
-  source:
-    type: replay
-    outputs: {{ tweets: tweets }}
-    path: {ROOT / "data" / "sample.csv"}
-    sources: 2
-    max_cascades: 5
-    seed: 1
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-    windows: [600, 1200]
-    terminated: 1800
-    min_cascade_size: 10
-  estimator:
-    type: estimator
-    inputs: {{ series: cascade_series }}
-    outputs: {{ parameters: cascade_properties }}
-  sink:
-    type: file
-    inputs: {{ streams: [cascade_properties] }}
-    directory: {out}
-""")
+    cfg = write_config(tmp_path / "props.yaml", ["replay", "collector", "estimator", "file"],
+                       replay(ROOT / "data" / "sample.csv", max_cascades=5), collector(), estimator(),
+                       file_sink(out, ["cascade_properties"]))
     r = run(daemon, "run", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (out / "cascade_properties.jsonl").read_text().splitlines()
@@ -223,30 +159,14 @@ stages:
 
 def predict_config(tmp_path, broker, topic, group, name, stop_at_end):
     out = tmp_path / name
-    cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(f"""
-plugins: [kafka, predictor, file]
-progress_interval: 0
-stages:
-  source:
-    type: kafka_source
-    outputs: {{ messages: cascade_properties }}
-    brokers: {broker.bootstrap}
-    topic: {topic}
-    group: {group}
-    instance_id: {group}-member
-    stop_at_end: {str(stop_at_end).lower()}
-    librdkafka: {json.dumps(CLIENT_CONFIG)}
-  predictor:
-    type: predictor
-    inputs: {{ properties: [cascade_properties] }}
-    outputs: {{ alerts: alerts, stats: stats }}
-    mode: none
-  sink:
-    type: file
-    inputs: {{ streams: [alerts, stats] }}
-    directory: {out}
-""")
+    cfg = write_config(
+        tmp_path / f"{name}.yaml", ["kafka", "predictor", "file"],
+        stage("source", "kafka_source", outputs={"messages": "cascade_properties"}, brokers=broker.bootstrap,
+              topic=topic, group=group, instance_id=f"{group}-member", stop_at_end=stop_at_end,
+              librdkafka=CLIENT_CONFIG),
+        stage("predictor", "predictor", inputs={"properties": ["cascade_properties"]},
+              outputs={"alerts": "alerts", "stats": "stats"}, mode="none"),
+        file_sink(out, ["alerts", "stats"]))
     return cfg, out
 
 

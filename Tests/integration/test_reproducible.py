@@ -18,6 +18,7 @@ import re
 import pytest
 
 from conftest import ROOT, run
+from pipeline import collector, estimator, file_sink, learner, predictor, replay, write_config
 
 STREAMS = ("alerts", "stats", "samples", "models")
 
@@ -95,53 +96,13 @@ def seismic_cut(tmp_path_factory):
 
 def seismic_config(tmp_path, data, mode, run_name, acceleration):
     out = tmp_path / run_name
-    cfg = tmp_path / f"{run_name}.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, estimator, predictor, learner, file]
-progress_interval: 0
-stages:
-  source:
-    type: replay
-    outputs: {{ tweets: tweets }}
-    path: {data}
-    sources: 8
-    max_cascades: 4
-    random_start_range: 600
-    seed: 3
-    time_acceleration: {acceleration}
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-    windows: [600, 1200]
-    terminated: 1800
-    min_cascade_size: 10
-  estimator:
-    type: estimator
-    inputs: {{ series: cascade_series }}
-    outputs: {{ parameters: cascade_properties }}
-  predictor:
-    type: predictor
-    inputs: {{ properties: [cascade_properties], models: models }}
-    outputs: {{ alerts: alerts, stats: stats, samples: samples }}
-    mode: {mode}
-    refit_every: 10
-    min_samples: 30
-    model_wait: 60
-  learner:
-    type: learner
-    inputs: {{ samples: samples }}
-    outputs: {{ models: models }}
-    mode: {mode}
-    refit_every: 10
-    min_samples: 30
-    trees: 20
-    seed: 5
-  sink:
-    type: file
-    inputs: {{ streams: [alerts, stats, samples, models] }}
-    directory: {out}
-""")
+    cfg = write_config(
+        tmp_path / f"{run_name}.yaml", ["replay", "collector", "estimator", "predictor", "learner", "file"],
+        replay(data, sources=8, max_cascades=4, random_start_range=600, seed=3, time_acceleration=acceleration),
+        collector(), estimator(),
+        predictor(mode, refit_every=10, min_samples=30, model_wait=60),
+        learner(mode, refit_every=10, min_samples=30, trees=20, seed=5),
+        file_sink(out, STREAMS))
     return cfg, out
 
 

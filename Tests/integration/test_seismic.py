@@ -5,36 +5,17 @@ import re
 
 from conftest import run
 from independent import expected_output, read_cascades
+from pipeline import collector, file_sink, replay, write_config
 
 WINDOWS, TERMINATED, MIN_SIZE = (600, 1200), 1800, 10
 
 
 def test_seismic_series_and_sizes_match_independent_count(daemon, shared, tmp_path):
     data = shared / "data" / "real" / "seismic.csv.gz"
-    cfg = tmp_path / "seismic.yaml"
-    cfg.write_text(f"""
-plugins: [replay, collector, file]
-progress_interval: 0
-stages:
-  source:
-    type: replay
-    outputs: {{ tweets: tweets }}
-    path: {data}
-    sources: 4
-    max_cascades: 10
-    seed: 7
-  collector:
-    type: collector
-    inputs: {{ tweets: tweets }}
-    outputs: {{ series: cascade_series, sizes: cascade_properties }}
-    windows: [{WINDOWS[0]}, {WINDOWS[1]}]
-    terminated: {TERMINATED}
-    min_cascade_size: {MIN_SIZE}
-  sink:
-    type: file
-    inputs: {{ streams: [cascade_series, cascade_properties] }}
-    directory: {tmp_path / "out"}
-""")
+    cfg = write_config(tmp_path / "seismic.yaml", ["replay", "collector", "file"],
+                       replay(data, sources=4, max_cascades=10, seed=7),
+                       collector(WINDOWS, TERMINATED, MIN_SIZE),
+                       file_sink(tmp_path / "out", ["cascade_series", "cascade_properties"]))
     r = run(daemon, "run", "--config", cfg)
     assert r.returncode == 0, r.stderr[-3000:]
 
