@@ -10,36 +10,9 @@ import TweetoscopeCore
 /// Runs an already built `stage` on input batches; returns what it sent per output port.
 private func run(_ stage: any Stage, type: String, inputs: [String: [[Message]]], outputs: [String],
                  stop: StopSignal) async throws -> (outputs: [String: [Message]], counters: [String: Int]) {
-    var stageInputs: [String: [StageInput]] = [:]
-    var feeders: [String: StageOutput] = [:]
-    for port in inputs.keys {
-        let s = MessageStream(name: "in.\(port)")
-        stageInputs[port] = [StageInput(stream: s)]
-        feeders[port] = StageOutput(stream: s)
-    }
-    var stageOutputs: [String: StageOutput] = [:]
-    var collectors: [String: StageInput] = [:]
-    for port in outputs {
-        let s = MessageStream(name: "out.\(port)", capacity: 1 << 20)
-        collectors[port] = StageInput(stream: s)
-        stageOutputs[port] = StageOutput(stream: s)
-    }
-    let counters = StageCounters()
-    let context = StageContext(name: type, type: type, logger: Logger(label: "test"), counters: counters,
-                               inputs: stageInputs, outputs: stageOutputs, stop: stop)
-    for (port, batches) in inputs {
-        for batch in batches { await feeders[port]!.send(batch) }
-        feeders[port]!.finish()
-    }
-    try await stage.run(context)
-    for o in stageOutputs.values { o.finish() }
-    var result: [String: [Message]] = [:]
-    for (port, input) in collectors {
-        var all: [Message] = []
-        while let batch = await input.next() { all += batch }
-        result[port] = all
-    }
-    return (result, counters.snapshot)
+    let r = await runBuiltStage(stage, type: type, inputs: inputs, outputs: outputs, stop: stop)
+    if let error = r.error { throw error }
+    return (r.outputs, r.counters)
 }
 
 @Suite struct ReloadTests {

@@ -73,13 +73,19 @@ func runStageCapturingFailure(_ type: String, plugin: String, options given: [St
     -> (outputs: [String: [Message]], counters: [String: Int], error: (any Error)?)
 {
     let d = try stageDescriptor(type, plugin: plugin)
-    let stage = try d.make(type, options(d, given))
-    var inputStreams: [String: MessageStream] = [:]
+    return await runBuiltStage(try d.make(type, options(d, given)), type: type, inputs: inputs,
+                               failedInputs: failedInputs, outputs: outputs, stop: stop)
+}
+
+/// Runs an already built `stage` (named `type`) as ``runStageCapturingFailure`` does.
+func runBuiltStage(_ stage: any Stage, type: String, inputs: [String: [[Message]]] = [:],
+                   failedInputs: Set<String> = [], outputs: [String], stop: StopSignal = StopSignal()) async
+    -> (outputs: [String: [Message]], counters: [String: Int], error: (any Error)?)
+{
     var stageInputs: [String: [StageInput]] = [:]
     var feeders: [String: StageOutput] = [:]
     for port in inputs.keys {
         let s = MessageStream(name: "in.\(port)")
-        inputStreams[port] = s
         stageInputs[port] = [StageInput(stream: s)]
         feeders[port] = StageOutput(stream: s)
     }
