@@ -1,10 +1,67 @@
 // libFuzzer target `wire`: WireFormat.decode on arbitrary bytes (compiled together with
-// Messages.swift, WireFormat.swift and InputChecks.swift of TweetoscopeCore; see scripts/fuzz).
+// Messages.swift, WireFormat.swift, FoundationWireFormat.swift and InputChecks.swift of
+// TweetoscopeCore; see scripts/fuzz).
 //
-// Properties checked beyond "no crash": a decoded message re-encodes to valid UTF-8 JSON that
-// decodes to an equal message (up to the series' time shift), and the reason of a rejection is
-// one of the documented ones.
+// Properties checked beyond "no crash": the hand-written reader agrees with Foundation's
+// (FoundationWireFormat, the oracle) on every input: an equal message and `coercedMsg`, or the
+// same rejection reason, and both encoders write the same bytes for the decoded message (a
+// disagreement stops the fuzzer with the input; the count of comparisons is printed at exit,
+// "wire: N inputs compared with Foundation, 0 disagreements"); a decoded message re-encodes to
+// valid UTF-8 JSON that decodes to an equal message (up to the series' time shift), and the
+// reason of a rejection is one of the documented ones.
 import Glibc
+
+nonisolated(unsafe) var comparedWithFoundation = 0
+nonisolated(unsafe) var exitReportInstalled = false
+
+/// The outcome of a decode: the message (and coercedMsg) or the rejection reason.
+func outcome(_ value: UnsafeBufferPointer<UInt8>, key: String?, reference: Bool, memberOrder: Int = 0) -> (Message?, Bool, String?) {
+    var coerced = false
+    do {
+        let m = reference ? try FoundationWireFormat.decode(value, key: key, coercedMsg: &coerced)
+            : try WireFormat.decode(buffer: value, key: key, coercedMsg: &coerced, memberOrder: memberOrder)
+        return (m, coerced, nil)
+    } catch let error as WireFormatError {
+        return (nil, false, error.reason)
+    } catch {
+        failure("decode threw \(error)")
+    }
+}
+
+/// Whether two decoded messages are equal (NaN fields compared through the reference's bytes).
+func same(_ a: Message, _ b: Message) -> Bool {
+    guard a.kind == b.kind else { return false }
+    if a == b { return true }
+    if case .tweet = a { return false }
+    return FoundationWireFormat.encode(a) == FoundationWireFormat.encode(b)
+}
+
+/// Stops the fuzzer when the hand-written codec and Foundation disagree on `value`.
+func compareWithFoundation(_ value: UnsafeBufferPointer<UInt8>, key: String?) {
+    if !exitReportInstalled {
+        exitReportInstalled = true
+        atexit {
+            let text = "wire: \(comparedWithFoundation) inputs compared with Foundation, 0 disagreements\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+        }
+    }
+    let mine = outcome(value, key: key, reference: false)
+    let oracle = outcome(value, key: key, reference: true)
+    comparedWithFoundation += 1
+    switch (mine.0, oracle.0) {
+    case (let a?, let b?):
+        check(same(a, b) && mine.1 == oracle.1, "WireFormat and Foundation decode different messages")
+        check(WireFormat.encode(a) == FoundationWireFormat.encode(a), "WireFormat and Foundation encode different bytes")
+    case (nil, nil):
+        if mine.2 == oracle.2 { return }
+        // Foundation reports one of several bad members of an object in an order that varies
+        // between runs; the same reason in another order is an agreement.
+        for order in 1..<12 where outcome(value, key: key, reference: false, memberOrder: order).2 == oracle.2 { return }
+        failure("WireFormat rejects as \(mine.2!), Foundation as \(oracle.2!)")
+    default:
+        failure("WireFormat \(mine.2 ?? "decodes"), Foundation \(oracle.2 ?? "decodes")")
+    }
+}
 
 let documentedReasons: Set<String> = [
     RejectReason.invalidUTF8, RejectReason.invalidJSON, RejectReason.unknownType, RejectReason.missingField,
@@ -22,6 +79,7 @@ public func fuzzWire(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         key = String(decoding: UnsafeBufferPointer(rebasing: bytes[..<nl]), as: UTF8.self)
         value = UnsafeBufferPointer(rebasing: bytes[(nl + 1)...])
     }
+    compareWithFoundation(value, key: key)
     let message: Message
     do {
         message = try WireFormat.decode(value, key: key)
