@@ -359,24 +359,24 @@ struct Reader {
     // MARK: Errors
 
     /// The error for what Foundation calls corrupted data (see ``Reader``).
-    func corrupted(_ what: String) -> WireFormatError {
+    func corrupted(_ what: @autoclosure () -> String) -> WireFormatError {
         if let (offset, problem) = JSONSyntax.firstError(doc) {
             return WireFormatError(RejectReason.invalidJSON, "invalid JSON at byte \(offset): \(problem)")
         }
-        return WireFormatError(RejectReason.outOfRange, "\(what): does not fit its field (too large, or not an integer where one is expected)")
+        return WireFormatError(RejectReason.outOfRange, "\(what()): does not fit its field (too large, or not an integer where one is expected)")
     }
 
-    func wrongType(_ field: String, _ expected: String, at i: Int) -> WireFormatError {
+    func wrongType(_ field: @autoclosure () -> String, _ expected: String, at i: Int) -> WireFormatError {
         let found: String
         switch doc[i] {
-        case 0x6E: return WireFormatError(RejectReason.wrongType, "field \(field): expected \(expected), found null")
+        case 0x6E: return WireFormatError(RejectReason.wrongType, "field \(field()): expected \(expected), found null")
         case 0x22: found = "a string"
         case 0x7B: found = "an object"
         case 0x5B: found = "an array"
         case 0x74, 0x66: found = "a boolean"
         default: found = "a number"
         }
-        return WireFormatError(RejectReason.wrongType, "field \(field): expected \(expected), found \(found)")
+        return WireFormatError(RejectReason.wrongType, "field \(field()): expected \(expected), found \(found)")
     }
 
     static func missing(_ field: String) -> WireFormatError {
@@ -439,6 +439,36 @@ struct Reader {
         case 0x6E: return try literal(i, "null")
         case 0x2D, 0x30...0x39: return numberEnd(i)
         default: throw ScanError()
+        }
+    }
+
+    /// ``skipValue(_:depth:)`` for the top-level object at `i`, recording its members.
+    mutating func scanTopObject(_ i: Int) throws(ScanError) -> Int {
+        members.reserveCapacity(16)
+        var i = skipBlanks(i + 1)
+        guard i < doc.count else { throw ScanError() }
+        if doc[i] == 0x7D { return i + 1 }
+        while true {
+            i = skipBlanks(i)
+            guard i < doc.count, doc[i] == 0x22 else { throw ScanError() }
+            let (end, simple) = try skipString(i)
+            var escaped: String? = nil
+            if !simple {
+                guard let s = stringText(i) else { throw ScanError() }
+                escaped = s
+            }
+            let keyStart = i + 1
+            i = skipBlanks(end)
+            guard i < doc.count, doc[i] == 0x3A else { throw ScanError() }
+            let value = skipBlanks(i + 1)
+            members.append((keyStart, end - 1, escaped, value))
+            i = skipBlanks(try skipValue(value, depth: 1))
+            guard i < doc.count else { throw ScanError() }
+            if doc[i] == 0x7D { return i + 1 }
+            guard doc[i] == 0x2C else { throw ScanError() }
+            i = skipBlanks(i + 1)
+            guard i < doc.count else { throw ScanError() }
+            if doc[i] == 0x7D { return i + 1 }
         }
     }
 
@@ -554,9 +584,9 @@ struct Reader {
     }
 
     /// A String field.
-    func string(_ i: Int, _ field: String) throws -> String {
-        guard doc[i] == 0x22 else { throw wrongType(field, "a string", at: i) }
-        guard let s = stringText(i) else { throw corrupted("field \(field)") }
+    func string(_ i: Int, _ field: @autoclosure () -> String) throws -> String {
+        guard doc[i] == 0x22 else { throw wrongType(field(), "a string", at: i) }
+        guard let s = stringText(i) else { throw corrupted("field \(field())") }
         return s
     }
 
@@ -662,29 +692,29 @@ struct Reader {
     }
 
     /// A Double field (Foundation: a JSON number, finite, not rounded to zero).
-    func double(_ i: Int, _ field: String) throws -> Double {
+    func double(_ i: Int, _ field: @autoclosure () -> String) throws -> Double {
         let b = doc[i]
-        guard b == 0x2D || (b >= 0x30 && b <= 0x39) else { throw wrongType(field, "a number", at: i) }
+        guard b == 0x2D || (b >= 0x30 && b <= 0x39) else { throw wrongType(field(), "a number", at: i) }
         let end = numberEnd(i)
         guard let n = number(i, end), let v = doubleValue(n, i, end), v != 0 || trueZero(i, end) else {
-            throw corrupted("field \(field)")
+            throw corrupted("field \(field())")
         }
         return v
     }
 
-    func optionalDouble(_ i: Int?, _ field: String) throws -> Double? {
+    func optionalDouble(_ i: Int?, _ field: @autoclosure () -> String) throws -> Double? {
         guard let i, doc[i] != 0x6E else { return nil }
-        return try double(i, field)
+        return try double(i, field())
     }
 
     /// An integer field, as Foundation reads one: a plain integer that fits; else the number
     /// read as a Double, which must be whole; below 2^53 that Double, above the decimal value
     /// without its fraction (Foundation's `_slowpath_unwrapFixedWidthInteger`).
-    func int64(_ i: Int, _ field: String) throws -> Int64 {
+    func int64(_ i: Int, _ field: @autoclosure () -> String) throws -> Int64 {
         let b = doc[i]
-        guard b == 0x2D || (b >= 0x30 && b <= 0x39) else { throw wrongType(field, "an integer", at: i) }
+        guard b == 0x2D || (b >= 0x30 && b <= 0x39) else { throw wrongType(field(), "an integer", at: i) }
         let end = numberEnd(i)
-        guard let n = number(i, end) else { throw corrupted("field \(field)") }
+        guard let n = number(i, end) else { throw corrupted("field \(field())") }
         if n.plain && !n.truncated {
             let limit: UInt64 = n.negative ? UInt64(Int64.max) + 1 : UInt64(Int64.max)
             let m = n.mantissa
@@ -694,35 +724,35 @@ struct Reader {
         }
         // strtod's value (0 when it underflows), which must be whole and fit.
         let d = n.allZero ? 0 : (doubleValue(n, i, end) ?? .infinity)
-        guard let whole = Int64(exactly: d) else { throw corrupted("field \(field)") }
+        guard let whole = Int64(exactly: d) else { throw corrupted("field \(field())") }
         if d.magnitude < 9007199254740992 { return whole }
         // Decimal value, fraction dropped (mantissa and scale as Foundation's Decimal holds them).
-        guard !n.truncated else { throw corrupted("field \(field)") }
+        guard !n.truncated else { throw corrupted("field \(field())") }
         var m = n.mantissa
         if n.exponent < 0 {
             for _ in 0..<(-n.exponent) { m /= 10 }
         } else {
             for _ in 0..<n.exponent {
                 let (p, o) = m.multipliedReportingOverflow(by: 10)
-                guard !o else { throw corrupted("field \(field)") }
+                guard !o else { throw corrupted("field \(field())") }
                 m = p
             }
         }
-        guard m <= UInt64(Int64.max) else { throw corrupted("field \(field)") }
+        guard m <= UInt64(Int64.max) else { throw corrupted("field \(field())") }
         return n.negative ? -Int64(m) : Int64(m)
     }
 
-    func int(_ i: Int, _ field: String) throws -> Int { Int(try int64(i, field)) }
+    func int(_ i: Int, _ field: @autoclosure () -> String) throws -> Int { Int(try int64(i, field())) }
 
-    func optionalInt(_ i: Int?, _ field: String) throws -> Int? {
+    func optionalInt(_ i: Int?, _ field: @autoclosure () -> String) throws -> Int? {
         guard let i, doc[i] != 0x6E else { return nil }
-        return try int(i, field)
+        return try int(i, field())
     }
 
     /// Calls `body` with the offset of each element of the array at `i` (a wrong type if it is
     /// not an array).
-    func elements(_ i: Int, _ field: String, _ body: (Int, Int) throws -> Void) throws {
-        guard doc[i] == 0x5B else { throw wrongType(field, "an array", at: i) }
+    func elements(_ i: Int, _ field: @autoclosure () -> String, _ body: (Int, Int) throws -> Void) throws {
+        guard doc[i] == 0x5B else { throw wrongType(field(), "an array", at: i) }
         var j = skipBlanks(i + 1)
         var k = 0
         while doc[j] != 0x5D {
@@ -733,20 +763,20 @@ struct Reader {
         }
     }
 
-    func doubles(_ i: Int, _ field: String) throws -> [Double] {
+    func doubles(_ i: Int, _ field: @autoclosure () -> String) throws -> [Double] {
         var a: [Double] = []
-        try elements(i, field) { j, k in a.append(try double(j, "\(field)[\(k)]")) }
+        try elements(i, field()) { j, k in a.append(try double(j, "\(field())[\(k)]")) }
         return a
     }
 
-    func optionalDoubles(_ i: Int?, _ field: String) throws -> [Double]? {
+    func optionalDoubles(_ i: Int?, _ field: @autoclosure () -> String) throws -> [Double]? {
         guard let i, doc[i] != 0x6E else { return nil }
-        return try doubles(i, field)
+        return try doubles(i, field())
     }
 
-    func ints(_ i: Int, _ field: String) throws -> [Int] {
+    func ints(_ i: Int, _ field: @autoclosure () -> String) throws -> [Int] {
         var a: [Int] = []
-        try elements(i, field) { j, k in a.append(try int(j, "\(field)[\(k)]")) }
+        try elements(i, field()) { j, k in a.append(try int(j, "\(field())[\(k)]")) }
         return a
     }
 
@@ -777,41 +807,41 @@ struct Reader {
     }
 
     /// A cascade id: a string, or an integer that fits 64 bits (``CascadeID``'s decoding).
-    func cascade(_ i: Int, _ field: String) throws -> CascadeID {
+    func cascade(_ i: Int, _ field: @autoclosure () -> String) throws -> CascadeID {
         if doc[i] == 0x22, let s = stringText(i) { return .string(s) }
-        return .number(try int64(i, field))
+        return .number(try int64(i, field()))
     }
 
     /// A `msg` field: any JSON value, as text (see WireText); `coerced` when not a string.
-    func text(_ i: Int, _ field: String) throws -> (text: String, coerced: Bool) {
+    func text(_ i: Int, _ field: @autoclosure () -> String) throws -> (text: String, coerced: Bool) {
         if doc[i] == 0x22 {
-            guard let s = stringText(i) else { throw corrupted("field \(field)") }
+            guard let s = stringText(i) else { throw corrupted("field \(field())") }
             return (s, false)
         }
         if doc[i] == 0x6E { return ("None", true) }
-        return (try anyJSON(i, field).json, true)
+        return (try anyJSON(i, field()).json, true)
     }
 
     /// Any JSON value as WireText reads it through Foundation (AnyJSON).
-    func anyJSON(_ i: Int, _ field: String) throws -> AnyJSON {
+    func anyJSON(_ i: Int, _ field: @autoclosure () -> String) throws -> AnyJSON {
         switch doc[i] {
         case 0x7B:
-            guard let members = objectMembers(i) else { throw wrongType(field, "a JSON value", at: i) }
+            guard let members = objectMembers(i) else { throw wrongType(field(), "a JSON value", at: i) }
             var o: [String: AnyJSON] = [:]
-            for (k, j) in members where o[k] == nil { o[k] = try anyJSON(j, "\(field).\(k)") }
+            for (k, j) in members where o[k] == nil { o[k] = try anyJSON(j, "\(field()).\(k)") }
             return .object(o)
         case 0x5B:
             var a: [AnyJSON] = []
-            try elements(i, field) { j, k in a.append(try anyJSON(j, "\(field)[\(k)]")) }
+            try elements(i, field()) { j, k in a.append(try anyJSON(j, "\(field())[\(k)]")) }
             return .array(a)
         case 0x6E: return .null
         case 0x74: return .bool(true)
         case 0x66: return .bool(false)
-        case 0x22: return .string(try string(i, field))
+        case 0x22: return .string(try string(i, field()))
         default:
-            if let v = try? int64(i, field) { return .integer(v) }
-            if let d = try? double(i, field) { return .number(d) }
-            throw wrongType(field, "a JSON value", at: i)
+            if let v = try? int64(i, field()) { return .integer(v) }
+            if let d = try? double(i, field()) { return .number(d) }
+            throw wrongType(field(), "a JSON value", at: i)
         }
     }
 
@@ -851,8 +881,12 @@ struct Reader {
         // The structure of the whole document first, as Foundation's scanner.
         if doc.count >= 3 && doc[0] == 0xEF && doc[1] == 0xBB && doc[2] == 0xBF { start = 3 }
         let top = skipBlanks(start)
+        // One pass over the document: its structure as Foundation's scanner checks it, and the
+        // top-level members with every key read (Foundation's keyed container reads them all; a
+        // key it cannot read is corrupted data, as a syntax error is).
         do {
-            let end = try skipValue(top, depth: 0)
+            guard top < doc.count else { throw ScanError() }
+            let end = doc[top] == 0x7B ? try scanTopObject(top) : try skipValue(top, depth: 0)
             guard skipBlanks(end) == doc.count else { throw ScanError() }
         } catch {
             throw corrupted("the document")
@@ -861,21 +895,6 @@ struct Reader {
         case 0x7B: break
         case 0x6E: throw WireFormatError(RejectReason.wrongType, "expected an object, found null")
         default: throw WireFormatError(RejectReason.invalidJSON, "invalid JSON: the value is not an object")
-        }
-        // Every key is read (Foundation's keyed container), the first of duplicates wins.
-        var j = skipBlanks(top + 1)
-        while doc[j] != 0x7D {
-            let (end, simple) = (try? skipString(j)) ?? (doc.count, false)
-            if simple {
-                members.append((j + 1, end - 1, nil, 0))
-            } else {
-                guard let s = stringText(j) else { throw corrupted("a key") }
-                members.append((j + 1, end - 1, s, 0))
-            }
-            j = skipBlanks(skipBlanks(end) + 1)
-            members[members.count - 1].value = j
-            j = skipBlanks((try? skipValue(j, depth: 0)) ?? doc.count)
-            if doc[j] == 0x2C { j = skipBlanks(j + 1) }
         }
 
         let type: String?
