@@ -1,9 +1,10 @@
 // JSON wire format of the course's 2021 topics (spec §1): a hand-written codec.
 //
 // Why hand-written: JSON is what the daemon does most between Kafka and the stages. Foundation's
-// generic Codable coders (FoundationWireFormat.swift, kept as the reference) cost 30-40x more
-// per message (scripts/bench-codec prints both in one run; README, "Wire format"): an encoder
-// and a `[[Double]]` per series, a type-probe pass, a Data copy and metadata lookups per decode.
+// generic Codable coders (FoundationWireFormat.swift, kept as the reference) cost 7-32x more per
+// message to encode and 3.5-12x more to decode (scripts/bench-codec prints both in one run;
+// README, "Wire format"): an encoder and a `[[Double]]` per series, a type-probe pass, a Data
+// copy and metadata lookups per decode.
 // This codec writes straight into a byte buffer and reads the bytes once, and is held to
 // Foundation's behaviour by a differential test (WireCodecTests) and by the `wire` fuzz target,
 // which both run the two and require equal bytes, equal messages or equal rejection reasons.
