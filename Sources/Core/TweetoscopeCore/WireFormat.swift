@@ -727,20 +727,64 @@ struct Reader {
         let d = n.allZero ? 0 : (doubleValue(n, i, end) ?? .infinity)
         guard let whole = Int64(exactly: d) else { throw corrupted("field \(field())") }
         if d.magnitude < 9007199254740992 { return whole }
-        // Decimal value, fraction dropped (mantissa and scale as Foundation's Decimal holds them).
-        guard !n.truncated else { throw corrupted("field \(field())") }
-        var m = n.mantissa
-        if n.exponent < 0 {
-            for _ in 0..<(-n.exponent) { m /= 10 }
+        // The decimal value without its fraction, as Foundation's Decimal gives it.
+        guard let v = decimalWhole(i, end) else { throw corrupted("field \(field())") }
+        return v
+    }
+
+    /// The number at `i..<end` (a valid JSON number) without its fraction, as Foundation's
+    /// `Int64(Decimal)` gives it: the significant digits with trailing zeros moved to the
+    /// exponent (Decimal's compact form) must fit 64 bits; nil when they or the value do not.
+    func decimalWhole(_ i: Int, _ end: Int) -> Int64? {
+        var j = i
+        let negative = doc[j] == 0x2D
+        if negative { j += 1 }
+        var digits: [UInt8] = []
+        var exponent = 0
+        var fraction = false
+        while j < end {
+            let c = doc[j]
+            if c >= 0x30 && c <= 0x39 {
+                digits.append(c - 0x30)
+                if fraction { exponent -= 1 }
+            } else if c == 0x2E {
+                fraction = true
+            } else {
+                break
+            }
+            j += 1
+        }
+        if j < end {  // the exponent
+            j += 1
+            var negativeExponent = false
+            if doc[j] == 0x2B || doc[j] == 0x2D { negativeExponent = doc[j] == 0x2D; j += 1 }
+            var e = 0
+            while j < end { e = min(e * 10 + Int(doc[j] - 0x30), 100_000_000); j += 1 }
+            exponent += negativeExponent ? -e : e
+        }
+        var first = 0
+        while first < digits.count && digits[first] == 0 { first += 1 }
+        var last = digits.count
+        while last > first && digits[last - 1] == 0 { last -= 1; exponent += 1 }
+        if first == last { return 0 }
+        var m: UInt64 = 0
+        for k in first..<last {
+            let (p, o1) = m.multipliedReportingOverflow(by: 10)
+            let (q, o2) = p.addingReportingOverflow(UInt64(digits[k]))
+            guard !o1 && !o2 else { return nil }
+            m = q
+        }
+        if exponent < 0 {
+            for _ in 0..<min(-exponent, 40) { m /= 10 }
         } else {
-            for _ in 0..<n.exponent {
+            for _ in 0..<min(exponent, 40) {
                 let (p, o) = m.multipliedReportingOverflow(by: 10)
-                guard !o else { throw corrupted("field \(field())") }
+                guard !o else { return nil }
                 m = p
             }
         }
-        guard m <= UInt64(Int64.max) else { throw corrupted("field \(field())") }
-        return n.negative ? -Int64(m) : Int64(m)
+        guard m <= UInt64(Int64.max) else { return nil }
+        return negative ? -Int64(m) : Int64(m)
     }
 
     func int(_ i: Int, _ field: @autoclosure () -> String) throws -> Int { Int(try int64(i, field())) }
