@@ -263,7 +263,7 @@ enum WireDifferential {
         // Foundation reports one of several bad values of an object (features, a msg object) in
         // an order that varies between runs: the same reason in another order is an agreement.
         if case .rejected = reference, case .rejected = mine {
-            for order in 1..<12 where outcome(bytes, key: key, reference: false, memberOrder: order) == reference { return nil }
+            for order in 1..<1024 where outcome(bytes, key: key, reference: false, memberOrder: order) == reference { return nil }
         }
         return "decode of \(String(reflecting: String(decoding: bytes, as: UTF8.self))) key \(key ?? "nil"): WireFormat \(mine), Foundation \(reference)"
     }

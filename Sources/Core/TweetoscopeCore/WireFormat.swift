@@ -224,6 +224,7 @@ public enum WireFormat {
     @_spi(WireTesting)
     public static func decode(buffer: UnsafeBufferPointer<UInt8>, key: String?, coercedMsg: inout Bool, memberOrder: Int) throws -> Message {
         if memberOrder == 0 || UTF8Validation.firstInvalidByte(buffer) != nil || buffer.prefix(4).contains(0) {
+            // (memberOrder −1: Foundation's dictionary order, see `objectMembers`.)
             return try decode(buffer: buffer, key: key, coercedMsg: &coercedMsg)
         }
         var r = Reader(doc: buffer)
@@ -830,18 +831,31 @@ struct Reader {
     /// document order. (Foundation decodes a `[String: Double]` or an object's `allKeys` in the
     /// iteration order of a dictionary, which varies between runs: when two values are bad, the
     /// one it reports varies too. This reader reports the first in the document;
-    /// `memberOrder` > 0 permutes the order, for the differential test to try Foundation's.)
+    /// `memberOrder` > 0 rotates the order to start at member `memberOrder % count` (reversed
+    /// every other round), for the differential test to try Foundation's: every bad member can
+    /// come first.)
     func objectMembers(_ i: Int) -> [(String, Int)]? {
         var out: [(String, Int)] = []
         var seen = Set<String>()
+        var count = 0
         var j = skipBlanks(i + 1)
         while doc[j] != 0x7D {
             guard let key = stringText(j) else { return nil }
             j = skipBlanks((try? skipString(j).end) ?? doc.count)
             j = skipBlanks(j + 1)  // the colon
             if seen.insert(key).inserted { out.append((key, j)) }
+            count += 1
             j = skipBlanks((try? skipValue(j, depth: 0)) ?? doc.count)
             if doc[j] == 0x2C { j = skipBlanks(j + 1) }
+        }
+        if memberOrder < 0 {
+            // Foundation's order: a dictionary reserved for every member, filled first-wins
+            // (the same order as Foundation's only under SWIFT_DETERMINISTIC_HASHING=1, when a
+            // dictionary's seed depends on its capacity alone; the wire fuzz target runs so).
+            var dictionary: [String: Int] = [:]
+            dictionary.reserveCapacity(count)
+            for (k, v) in out { dictionary[k] = v }
+            return dictionary.map { ($0.key, $0.value) }
         }
         if memberOrder > 0 && out.count > 1 {
             let r = memberOrder % out.count

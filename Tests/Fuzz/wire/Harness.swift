@@ -36,6 +36,19 @@ func same(_ a: Message, _ b: Message) -> Bool {
     return FoundationWireFormat.encode(a) == FoundationWireFormat.encode(b)
 }
 
+/// The deepest nesting of arrays and objects in `value` (brackets outside strings).
+func nesting(_ value: UnsafeBufferPointer<UInt8>) -> Int {
+    var depth = 0, deepest = 0, inString = false, escaped = false
+    for b in value {
+        if inString {
+            if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
+        } else if b == 0x22 { inString = true }
+        else if b == 0x5B || b == 0x7B { depth += 1; deepest = max(deepest, depth) }
+        else if b == 0x5D || b == 0x7D { depth -= 1 }
+    }
+    return deepest
+}
+
 /// Stops the fuzzer when the hand-written codec and Foundation disagree on `value`.
 func compareWithFoundation(_ value: UnsafeBufferPointer<UInt8>, key: String?) {
     if !exitReportInstalled {
@@ -45,6 +58,11 @@ func compareWithFoundation(_ value: UnsafeBufferPointer<UInt8>, key: String?) {
             _ = text.withCString { write(2, $0, strlen($0)) }
         }
     }
+    // Foundation's scanner recurses once per level and, with ASan's larger frames, overflows
+    // the stack before its own limit of 512 levels: deeper inputs are not given to the oracle
+    // (the reader, recursive too but with smaller frames, reaches the limit; the properties
+    // below still apply to it).
+    if nesting(value) > 200 { return }
     let mine = outcome(value, key: key, reference: false)
     let oracle = outcome(value, key: key, reference: true)
     comparedWithFoundation += 1
@@ -54,9 +72,11 @@ func compareWithFoundation(_ value: UnsafeBufferPointer<UInt8>, key: String?) {
         check(WireFormat.encode(a) == FoundationWireFormat.encode(a), "WireFormat and Foundation encode different bytes")
     case (nil, nil):
         if mine.2 == oracle.2 { return }
-        // Foundation reports one of several bad members of an object in an order that varies
-        // between runs; the same reason in another order is an agreement.
-        for order in 1..<12 where outcome(value, key: key, reference: false, memberOrder: order).2 == oracle.2 { return }
+        // Foundation reports one of several bad members of an object in its dictionary's
+        // order, which scripts/fuzz makes deterministic (SWIFT_DETERMINISTIC_HASHING=1) and the
+        // reader reproduces with memberOrder −1; else (another environment) any rotation.
+        if outcome(value, key: key, reference: false, memberOrder: -1).2 == oracle.2 { return }
+        for order in 1..<1024 where outcome(value, key: key, reference: false, memberOrder: order).2 == oracle.2 { return }
         failure("WireFormat rejects as \(mine.2!), Foundation as \(oracle.2!)")
     default:
         failure("WireFormat \(mine.2 ?? "decodes"), Foundation \(oracle.2 ?? "decodes")")
