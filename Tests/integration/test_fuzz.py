@@ -1,6 +1,7 @@
 """A short fuzzing pass (scripts/fuzz 10: 10 s per libFuzzer target) against the build of the
 daemon under test: the wire-format JSON decoder, the replay CSV parsers (long and course formats)
-and the configuration loader must survive arbitrary bytes without a crash, hang or memory blow-up.
+and the configuration loader must survive arbitrary bytes without a crash, hang or memory blow-up,
+and the hand-written wire codec must agree with Foundation's coders (the oracle) on every input.
 The 60 s pass is `scripts/fuzz` itself."""
 import os
 import re
@@ -24,3 +25,7 @@ def test_fuzz_targets_do_not_crash(daemon):
         m = re.search(rf"^fuzz: {target}: (\d+) execs .* exit 0$", r.stdout, re.M)
         assert m, r.stdout
         assert int(m.group(1)) > 1000, f"{target} barely ran: {m.group(0)}"
+    # Every wire input was decoded by both codecs; a disagreement would have stopped the run.
+    m = re.search(r"^fuzz: wire: (\d+) inputs compared with Foundation, (\d+) disagreements$", r.stdout, re.M)
+    assert m, r.stdout
+    assert int(m.group(1)) > 1000 and int(m.group(2)) == 0, m.group(0)
