@@ -1,6 +1,7 @@
 // The learner stage (spec §6): one random forest per observation window, refitted every k
 // samples on a bounded window of recent samples, sent to the predictor as a versioned model.
 import Dispatch
+import Glibc
 import Forest
 import Synchronization
 import TweetoscopeCore
@@ -150,7 +151,8 @@ final class LearnerStage: Stage {
                 seeded.seed = versionSeed(parameters.seed, tObs: job.tObs, version: job.version)
                 let params = seeded
                 let result = await offPool { Result { () throws(ForestError) in
-                    try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets, parameters: params)
+                    try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets, parameters: params,
+                                                    threads: fitThreads)
                 } }
                 let elapsed = clock.now - start
                 switch result {
@@ -375,6 +377,10 @@ final class FitQueue: Sendable {
 /// A serial queue of its own for the fits: they run on a Dispatch thread outside Swift's
 /// cooperative pool, so a long fit never holds a thread the other stages need.
 private let fitQueue = DispatchQueue(label: "tweetoscope.learner.fit")
+
+/// Trees of one fit grown at once: one per online processor (issue 17: the refits were most of
+/// the pipeline's CPU, on one core). The forest does not depend on it.
+let fitThreads = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
 /// Runs `work` on the fit thread and returns its result.
 func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {

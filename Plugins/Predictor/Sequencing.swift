@@ -33,7 +33,7 @@ final class ModelTable: Sendable {
         models.withLock { table in table[tObs].flatMap { v in v.keys.max().flatMap { v[$0] } } }
     }
 
-    /// What the table holds for a forecast that needs version `wanted` of window `tObs`.
+    /// What a lookup found.
     enum Lookup {
         /// The wanted version.
         case exact(Model)
@@ -43,9 +43,23 @@ final class ModelTable: Sendable {
         case behind(Model?)
     }
 
+    /// What the table holds for a forecast that needs version `wanted` of window `tObs`.
+    ///
+    /// Memory (issue 17): the versions a forecast wants never decrease (``VersionPolicy/wanted(samples:)``
+    /// grows with the window's samples), so a learned version below the newest one at or below
+    /// `wanted` can no longer be chosen (not exact, not the newest): it is dropped here, and a
+    /// window holds about one or two models instead of ``kept`` (a model of 100 trees grown on
+    /// 2,000 samples is ~3 MB). The choice of every later lookup is unchanged.
     func lookup(_ tObs: Int, wanted: Int) -> Lookup {
         models.withLock { table in
-            guard let versions = table[tObs], let newest = versions.keys.max() else { return .behind(nil) }
+            guard var versions = table[tObs], let newest = versions.keys.max() else { return .behind(nil) }
+            if let keep = versions.keys.filter({ $0 > 0 && $0 <= wanted }).max() {
+                let stale = versions.keys.filter { $0 > 0 && $0 < keep }
+                if !stale.isEmpty {
+                    for v in stale { versions[v] = nil }
+                    table[tObs] = versions
+                }
+            }
             if let m = versions[wanted] { return .exact(m) }
             if newest > wanted { return .ahead(versions[newest]!) }
             return .behind(versions[newest])

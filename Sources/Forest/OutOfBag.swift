@@ -1,6 +1,7 @@
 // Out-of-bag predictions of a random forest (Breiman 2001, "Random Forests", §3.1; Breiman 1996,
 // "Out-of-bag estimation"): each training sample is predicted by the trees whose bootstrap sample
 // did not draw it, which gives held-out residuals for free, without a separate validation set.
+import Dispatch
 import Glibc
 import TweetoscopeCore
 
@@ -43,30 +44,69 @@ extension RandomForest {
     /// - Returns: the trees and, per sample, the mean of the out-of-bag trees' predictions.
     /// - Throws: the errors of ``fit(features:targets:parameters:)``.
     /// - Complexity: the fit, plus one tree evaluation per (tree, out-of-bag sample) pair.
+    /// - Parameter threads: trees grown at once (each tree has its own seeded generator, so the
+    ///   result does not depend on it).
     public static func fitWithOutOfBag(features: [[Double]], targets: [Double],
-                                       parameters: ForestParameters = ForestParameters()) throws(ForestError) -> OutOfBagFit {
+                                       parameters: ForestParameters = ForestParameters(),
+                                       threads: Int = 1) throws(ForestError) -> OutOfBagFit {
         try parameters.validate()
         let data = try Columns(features: features, targets: targets)
-        var seeds = SplitMix64(seed: parameters.seed)
+        var seeder = SplitMix64(seed: parameters.seed)
+        let seeds = (0..<parameters.trees).map { _ in seeder.next() }
+        let sorted = TreeBuilder.ranks(data)
+        // Trees are independent given their seeds: `threads` builders grow contiguous runs of
+        // them; the out-of-bag sums are then added up in tree order, as a single builder would.
+        let parts = max(1, min(threads, parameters.trees))
+        let results = UnsafeMutableBufferPointer<ForestPart>.allocate(capacity: parts)
+        defer { results.deallocate() }
+        let shared = SharedParts(results)
+        let grow: @Sendable (Int) -> Void = { part in
+            let lo = part * seeds.count / parts, hi = (part + 1) * seeds.count / parts
+            var builder = TreeBuilder(data: data, parameters: parameters, sorted: sorted)
+            var out = ForestPart()
+            out.trees.reserveCapacity(hi - lo)
+            for t in lo..<hi {
+                var rng = Xoshiro256StarStar(seed: seeds[t])
+                let tree = builder.build(&rng)
+                out.trees.append(tree)
+                guard parameters.bootstrap else { continue }
+                var oob: [(Int, Double)] = []
+                for i in 0..<data.n where !builder.drawn(i) { oob.append((i, tree.predict(features[i]))) }
+                out.outOfBag.append(oob)
+            }
+            (shared.base + part).initialize(to: out)
+        }
+        if parts == 1 { grow(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: grow) }
         var trees: [RegressionTree] = []
         trees.reserveCapacity(parameters.trees)
-        var builder = TreeBuilder(data: data, parameters: parameters)
         var sums = [Double](repeating: 0, count: data.n)
         var counts = [Int](repeating: 0, count: data.n)
-        for _ in 0..<parameters.trees {
-            var rng = Xoshiro256StarStar(seed: seeds.next())
-            let tree = builder.build(&rng)
-            trees.append(tree)
-            guard parameters.bootstrap else { continue }
-            // `start[i + 1] − start[i]` is the number of times sample i was drawn by this tree.
-            for i in 0..<data.n where builder.start[i + 1] == builder.start[i] {
-                sums[i] += tree.predict(features[i])
-                counts[i] += 1
+        for part in results.indices {
+            let out = (results.baseAddress! + part).move()
+            trees += out.trees
+            for oob in out.outOfBag {
+                for (i, p) in oob {
+                    sums[i] += p
+                    counts[i] += 1
+                }
             }
         }
         let predictions: [Double?] = (0..<data.n).map { counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : nil }
         return OutOfBagFit(trees: trees, predictions: predictions, counts: counts)
     }
+}
+
+/// The trees one builder grew and, per tree, its out-of-bag predictions (sample, value).
+struct ForestPart {
+    var trees: [RegressionTree] = []
+    var outOfBag: [[(Int, Double)]] = []
+}
+
+/// The result slots of the parallel builders: each writes only its own slot, and the slots are
+/// read once every builder has returned (`concurrentPerform` waits for them).
+struct SharedParts: @unchecked Sendable {
+    let base: UnsafeMutablePointer<ForestPart>
+    init(_ buffer: UnsafeMutableBufferPointer<ForestPart>) { base = buffer.baseAddress! }
 }
 
 /// `count` evenly spaced order statistics of `values` (sorted ascending), at most `count` values:
@@ -154,9 +194,15 @@ extension OutOfBagFit {
             for (j, (p, y)) in pairs.enumerated() {
                 errors[j] = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
             }
-            errors.sort()
             let n = errors.count
-            let median = n % 2 == 1 ? errors[n / 2] : (errors[n / 2 - 1] + errors[n / 2]) / 2
+            // The middle order statistics by selection (O(n)) rather than a sort: the same values.
+            let median: Double = errors.withUnsafeMutableBufferPointer { e in
+                let upper = selectOrderStatistic(e, n / 2)
+                guard n % 2 == 0 else { return upper }
+                var lower = e[0]
+                for j in 1..<(n / 2) where e[j] > lower { lower = e[j] }
+                return (lower + upper) / 2
+            }
             if median < bestMedian || (median == bestMedian && abs(c) == abs(best) && c < best) {
                 bestMedian = median
                 best = c
@@ -164,4 +210,27 @@ extension OutOfBagFit {
         }
         return best
     }
+}
+
+/// The `k`-th smallest value of `a` (0-based), by quickselect (Hoare partition, median-of-three
+/// pivot); `a` is reordered so that `a[..<k]` holds values `<=` the result. Not NaN-safe: the
+/// values must be comparable (no NaN). - Precondition: `0 <= k < a.count`.
+func selectOrderStatistic(_ a: UnsafeMutableBufferPointer<Double>, _ k: Int) -> Double {
+    var lo = 0, hi = a.count - 1
+    while lo < hi {
+        let x = a[lo], y = a[(lo + hi) / 2], z = a[hi]
+        let pivot = max(min(x, y), min(max(x, y), z))
+        var i = lo, j = hi
+        while i <= j {
+            while a[i] < pivot { i += 1 }
+            while a[j] > pivot { j -= 1 }
+            if i <= j {
+                a.swapAt(i, j)
+                i += 1
+                j -= 1
+            }
+        }
+        if k <= j { hi = j } else if k >= i { lo = i } else { break }
+    }
+    return a[k]
 }

@@ -1,5 +1,6 @@
 // Out-of-bag predictions (Breiman 2001 §3.1) and the bounded residual list a model carries.
 import Forest
+import Glibc
 import Testing
 import TweetoscopeCore
 
@@ -92,5 +93,50 @@ import TweetoscopeCore
         #expect(fit.medianAREShift(targets, lower: 0.3) == 0)
         // No out-of-bag prediction: no shift.
         #expect(OutOfBagFit(trees: [], predictions: [nil], counts: [0]).medianAREShift([1]) == 0)
+    }
+
+    /// Growing the trees on several threads (issue 17) gives the same forest, out-of-bag
+    /// predictions and counts as one thread: each tree has its own seeded generator and the
+    /// out-of-bag sums are added in tree order. 15 features with ties, 301 samples, odd tree
+    /// counts so the threads get unequal shares.
+    @Test func threadsGiveTheSameFit() throws {
+        var g = Xoshiro256StarStar(seed: 77)
+        let x: [[Double]] = (0..<301).map { _ in (0..<15).map { _ in Double(g.below(40)) / 4 } }
+        let y: [Double] = x.map { $0[0] * 0.3 + ($0[3] > 5 ? 2 : 0) + $0[7] * $0[7] / 50 }
+        let p = ForestParameters(trees: 37, maxDepth: 16, minSamplesLeaf: 3, maxFeatures: 0.8, seed: 4)
+        let one = try RandomForest.fitWithOutOfBag(features: x, targets: y, parameters: p, threads: 1)
+        #expect(one.trees == (try RandomForest.fit(features: x, targets: y, parameters: p)))
+        for threads in [2, 3, 8, 64] {
+            let many = try RandomForest.fitWithOutOfBag(features: x, targets: y, parameters: p, threads: threads)
+            #expect(many.trees == one.trees)
+            #expect(many.counts == one.counts)
+            #expect(many.predictions == one.predictions)
+        }
+    }
+
+    /// The median of the shift search is found by selection, not sorting: the shift equals a
+    /// brute-force search written here with a full sort (odd and even counts, ties, clamping).
+    @Test func medianAREShiftMatchesASortedSearch() {
+        var g = Xoshiro256StarStar(seed: 5)
+        for n in [1, 2, 3, 8, 51, 200] {
+            let predictions: [Double?] = (0..<n).map { _ in Double(g.below(200)) / 100 }
+            let targets: [Double] = (0..<n).map { _ in Double(g.below(300)) / 100 }
+            let fit = OutOfBagFit(trees: [], predictions: predictions, counts: Array(repeating: 1, count: n))
+            for (lo, hi) in [(nil, nil), (0.5, 2.5)] as [(Double?, Double?)] {
+                var best = 0.0, bestMedian = Double.infinity
+                for k in 0...1000 {
+                    let c = k == 0 ? 0 : (k % 2 == 1 ? 1.0 : -1.0) * Double((k + 1) / 2) * 0.002
+                    let e = (0..<n).map { i -> Double in
+                        var v = predictions[i]! + c
+                        if let lo, v < lo { v = lo }
+                        if let hi, v > hi { v = hi }
+                        return abs(exp(v - targets[i]) - 1)
+                    }.sorted()
+                    let m = n % 2 == 1 ? e[n / 2] : (e[n / 2 - 1] + e[n / 2]) / 2
+                    if m < bestMedian || (m == bestMedian && abs(c) == abs(best) && c < best) { bestMedian = m; best = c }
+                }
+                #expect(fit.medianAREShift(targets, lower: lo, upper: hi) == best)
+            }
+        }
     }
 }

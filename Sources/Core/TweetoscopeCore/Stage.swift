@@ -314,17 +314,36 @@ public final class StreamStats: Sendable {
 
     public init() {}
 
+    /// Kinds in ``MessageKind/allCases`` order, for counting by position.
+    private static let kinds = MessageKind.allCases
+
     func record(_ batch: [Message]) {
-        var kinds: [MessageKind: Int] = [:]
+        // Counted per kind in a fixed array (issue 17: hashing the kind of every tweet was ~4 %
+        // of the replay -> collector path); only window-keyed kinds go through a dictionary.
+        var counts = [Int](repeating: 0, count: Self.kinds.count)
         var windows: [MessageKind: [Int: Int]] = [:]
-        for message in batch {
-            let kind = message.kind
-            kinds[kind, default: 0] += 1
-            if kind != .tweet, let w = message.tObs { windows[kind, default: [:]][w, default: 0] += 1 }
+        for i in batch.indices {
+            let kind = batch[i].kind
+            counts[Self.index(kind)] += 1
+            if kind != .tweet, let w = batch[i].tObs { windows[kind, default: [:]][w, default: 0] += 1 }
         }
         state.withLock { s in
-            for (k, n) in kinds { s.byKind[k, default: 0] += n }
+            for (i, n) in counts.enumerated() where n > 0 { s.byKind[Self.kinds[i], default: 0] += n }
             for (k, ws) in windows { for (w, n) in ws { s.byKindAndWindow[k, default: [:]][w, default: 0] += n } }
+        }
+    }
+
+    @inline(__always) private static func index(_ kind: MessageKind) -> Int {
+        switch kind {
+        case .tweet: 0
+        case .series: 1
+        case .size: 2
+        case .parameters: 3
+        case .sample: 4
+        case .model: 5
+        case .alert: 6
+        case .stat: 7
+        case .log: 8
         }
     }
 
