@@ -80,21 +80,19 @@ final class KafkaSink: Stage {
         let counters = context.counters
         let deliveryErrors = Counter(label: "tweetoscope_kafka_delivery_errors_total",
                                      dimensions: context.metricDimensions + [("topic", topic)])
-        let onDelivery: @Sendable (Result<Delivery, KafkaError>) -> Void = { result in
-            switch result {
-            case .success:
-                counters.add("delivered")
-            case .failure(let error):
-                counters.reject("delivery_failed")
-                deliveryErrors.increment()
-                context.warnRateLimited("delivery_failed", "kafka delivery failed, record lost: \(error)", metadata: [
-                    "topic": .string(topic), "error": .string(error.name),
-                ])
-            }
+        // Failures are reported per record; deliveries are counted per input batch (one counter
+        // update when its last record has its report, not one locked update per record).
+        let onFailure: @Sendable (KafkaError) -> Void = { error in
+            counters.reject("delivery_failed")
+            deliveryErrors.increment()
+            context.warnRateLimited("delivery_failed", "kafka delivery failed, record lost: \(error)", metadata: [
+                "topic": .string(topic), "error": .string(error.name),
+            ])
         }
         // Each input batch is acknowledged once all its records have a delivery report, so a
         // replayable source upstream commits only what Kafka has (a lost record is counted, and
-        // acknowledged too: nothing would bring it back).
+        // acknowledged too: nothing would bring it back). The batch is queued in librdkafka in
+        // one call (one lock per run of accepted records, no task or allocation per record).
         var acknowledgers: [ObjectIdentifier: BatchAcknowledger] = [:]
         while let tagged = await merged.next(consumer) {
             let began = ContinuousClock.now
@@ -102,24 +100,30 @@ final class KafkaSink: Stage {
             let key = tagged.input.id
             let acknowledger = acknowledgers[key] ?? BatchAcknowledger(tagged.input)
             acknowledgers[key] = acknowledger
-            let batch = PendingBatch(records: tagged.messages.count, ordinal: tagged.ordinal, acknowledger: acknowledger)
+            let batch = PendingBatch(records: tagged.messages.count, ordinal: tagged.ordinal, acknowledger: acknowledger,
+                                     counters: counters)
             let completion: @Sendable (Result<Delivery, KafkaError>) -> Void = { result in
-                onDelivery(result)
-                batch.recordDone()
-            }
-            for message in tagged.messages {
-                let record = ProducerRecord(topic: topic, key: keyless.key(message).map { Array($0.utf8) },
-                                            value: WireFormat.encode(message))
-                do {
-                    try await producer.enqueue(record, giveUp: { context.stopDeadlinePassed }, completion: completion)
-                } catch {
-                    batch.recordDone()
-                    counters.reject("delivery_failed")
-                    deliveryErrors.increment()
-                    context.warnRateLimited("delivery_failed", "kafka refused a record, record lost: \(error)", metadata: [
-                        "topic": .string(topic), "error": .string(error.name), "bytes": .stringConvertible(record.value.count),
-                    ])
+                switch result {
+                case .success: batch.recordDone(delivered: true)
+                case .failure(let error):
+                    onFailure(error)
+                    batch.recordDone(delivered: false)
                 }
+            }
+            var records: [ProducerRecord] = []
+            records.reserveCapacity(tagged.messages.count)
+            for message in tagged.messages {
+                records.append(ProducerRecord(topic: topic, key: keyless.key(message).map { Array($0.utf8) },
+                                              value: WireFormat.encode(message)))
+            }
+            let refused = await producer.enqueue(records, giveUp: { context.stopDeadlinePassed }, completion: completion)
+            for (index, error) in refused {
+                batch.recordDone(delivered: false)
+                counters.reject("delivery_failed")
+                deliveryErrors.increment()
+                context.warnRateLimited("delivery_failed", "kafka refused a record, record lost: \(error)", metadata: [
+                    "topic": .string(topic), "error": .string(error.name), "bytes": .stringConvertible(records[index].value.count),
+                ])
             }
             counters.add("produced", tagged.messages.count)
         }
@@ -167,18 +171,27 @@ struct KafkaSinkError: Error, CustomStringConvertible, Sendable {
 /// The records of one input batch still waiting for their delivery report.
 final class PendingBatch: Sendable {
     private let left: Atomic<Int>
+    private let delivered = Atomic<Int>(0)
     private let ordinal: Int
     private let acknowledger: BatchAcknowledger
+    private let counters: StageCounters
 
-    init(records: Int, ordinal: Int, acknowledger: BatchAcknowledger) {
+    init(records: Int, ordinal: Int, acknowledger: BatchAcknowledger, counters: StageCounters) {
         left = Atomic(records)
         self.ordinal = ordinal
         self.acknowledger = acknowledger
+        self.counters = counters
     }
 
-    /// One record is delivered (or lost); the last one acknowledges the batch.
-    func recordDone() {
-        if left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { acknowledger.complete(ordinal) }
+    /// One record is delivered (or lost); the last one counts the batch's deliveries
+    /// (`delivered`) and acknowledges the batch.
+    func recordDone(delivered ok: Bool) {
+        if ok { delivered.add(1, ordering: .relaxed) }
+        if left.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            let n = delivered.load(ordering: .relaxed)
+            if n > 0 { counters.add("delivered", n) }
+            acknowledger.complete(ordinal)
+        }
     }
 }
 

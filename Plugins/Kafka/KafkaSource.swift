@@ -110,22 +110,112 @@ final class KafkaSource: Stage {
         return c
     }
 
+    /// What decoding a run of consecutive records gave: the messages in record order (records
+    /// that did not decode left out), each tweet, size and parameters carrying its
+    /// ``RecordOrigin`` when a ledger is given.
+    struct DecodedChunk: Sendable {
+        var messages: [Message] = []
+        /// Records that did not decode: index in the polled batch, reason, detail.
+        var failures: [(index: Int, reason: String, text: String)] = []
+        /// Messages whose `msg` was not a JSON string (counted `coerced_msg`).
+        var coerced = 0
+        /// Partitions from which tweets carrying an origin were decoded.
+        var tweetPartitions: Set<Int32> = []
+        /// Whether some message is not a tweet (deduplication and the holders' bookkeeping of
+        /// sizes and parameters then need a pass over the messages).
+        var hasOtherKinds = false
+    }
+
     /// Decodes every record (the key gives a tweet's source and a window-keyed value's T_obs),
-    /// in parallel chunks for large batches (JSON decoding is the source's main cost), keeping
-    /// the order.
-    static func decodeAll(_ records: [ConsumedRecord], parallelism: Int, maxRecordBytes: Int) async -> [DecodeOutcome] {
+    /// in parallel chunks of consecutive records for large batches (JSON decoding is the
+    /// source's main cost), and attaches each tweet's origin in the same pass. The chunks come
+    /// back in record order; each is sent downstream as its own batch (no concatenation copy).
+    static func decodeAll(_ records: [ConsumedRecord], ledger: OffsetLedger?, parallelism: Int,
+                          maxRecordBytes: Int) async -> [DecodedChunk] {
         let chunks = records.count >= 1024 ? min(parallelism, records.count / 512) : 1
-        if chunks <= 1 { return records.map { decode($0, maxRecordBytes: maxRecordBytes) } }
+        if chunks <= 1 { return [decodeChunk(records[...], ledger: ledger, maxRecordBytes: maxRecordBytes)] }
         let size = (records.count + chunks - 1) / chunks
-        return await withTaskGroup(of: (Int, [DecodeOutcome]).self) { group in
+        return await withTaskGroup(of: (Int, DecodedChunk).self) { group in
             for start in stride(from: 0, to: records.count, by: size) {
                 let slice = records[start..<min(start + size, records.count)]
-                group.addTask { (start, slice.map { decode($0, maxRecordBytes: maxRecordBytes) }) }
+                group.addTask { (start, decodeChunk(slice, ledger: ledger, maxRecordBytes: maxRecordBytes)) }
             }
-            var parts: [(Int, [DecodeOutcome])] = []
+            var parts: [(Int, DecodedChunk)] = []
+            parts.reserveCapacity(chunks)
             for await part in group { parts.append(part) }
-            return parts.sorted { $0.0 < $1.0 }.flatMap(\.1)
+            return parts.sorted { $0.0 < $1.0 }.map(\.1)
         }
+    }
+
+    /// Decodes a run of records, attaching origins (one pass, no intermediate outcome per record).
+    static func decodeChunk(_ records: ArraySlice<ConsumedRecord>, ledger: OffsetLedger?, maxRecordBytes: Int) -> DecodedChunk {
+        var chunk = DecodedChunk()
+        chunk.messages.reserveCapacity(records.count)
+        var lastTweetPartition: Int32 = -1
+        for i in records.indices {
+            let record = records[i]
+            switch decode(record, maxRecordBytes: maxRecordBytes) {
+            case .failure(let reason, let text):
+                chunk.failures.append((i, reason, text))
+            case .message(var m, let coerced):
+                if coerced { chunk.coerced += 1 }
+                if let ledger {
+                    // Records a holder keeps beyond their batch (the collector's tweets, the
+                    // predictor's waiting sizes and parameters) carry where they were read.
+                    let origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset,
+                                              generation: record.generation)
+                    switch m {
+                    case .tweet(var tweet):
+                        tweet.origin = origin
+                        m = .tweet(tweet)
+                        if record.partition != lastTweetPartition {
+                            chunk.tweetPartitions.insert(record.partition)
+                            lastTweetPartition = record.partition
+                        }
+                    case .size(var size):
+                        size.origin = origin
+                        m = .size(size)
+                    case .parameters(var parameters):
+                        parameters.origin = origin
+                        m = .parameters(parameters)
+                    default: break
+                    }
+                }
+                if case .tweet = m {} else { chunk.hasOtherKinds = true }
+                chunk.messages.append(m)
+            }
+        }
+        return chunk
+    }
+
+    /// Drops the series, size and parameters messages already seen among the last
+    /// `deduplicate` keys (in record order) and notes the partitions of the sizes and
+    /// parameters that carry an origin. Returns the number dropped.
+    func deduplicateAndNote(_ messages: inout [Message], recent: inout RecentKeys<WindowKey>, commits: CommitPolicy) -> Int {
+        var duplicates = 0
+        var kept = 0
+        for i in messages.indices {
+            let m = messages[i]
+            var origin: RecordOrigin?
+            switch m {
+            case .tweet:
+                messages.swapAt(kept, i)
+                kept += 1
+                continue
+            case .size(let s): origin = s.origin
+            case .parameters(let p): origin = p.origin
+            default: break
+            }
+            if deduplicate > 0, Self.deduplicatedKinds.contains(m.kind), let key = WindowKey(m), !recent.insert(key) {
+                duplicates += 1
+                continue
+            }
+            if let origin { commits.tweetHanded(origin.partition) }
+            messages.swapAt(kept, i)
+            kept += 1
+        }
+        if kept < messages.count { messages.removeLast(messages.count - kept) }
+        return duplicates
     }
 
     /// Decodes one record: `empty_value` without a value, `oversized` above `maxRecordBytes`,
@@ -181,54 +271,39 @@ final class KafkaSource: Stage {
                 context.warnRateLimited("kafka_\(error.reason)", "kafka consumer: \(error.message)",
                                         metadata: ["error": .string(error.name), "topic": .string(common.topic)])
             }
-            var batch: [Message] = []
-            batch.reserveCapacity(polled.records.count)
+            // Next offset per partition handed over (records come in runs per partition).
             var offsets: [TopicPartition: Int64] = [:]
+            var run: (tp: TopicPartition, next: Int64)?
             for record in polled.records {
-                offsets[record.topicPartition] = max(offsets[record.topicPartition] ?? 0, record.offset + 1)
+                if record.partition != run?.tp.partition || record.topic != run?.tp.topic {
+                    if let run { offsets[run.tp] = max(offsets[run.tp] ?? 0, run.next) }
+                    run = (record.topicPartition, 0)
+                }
+                run!.next = max(run!.next, record.offset + 1)
             }
+            if let run { offsets[run.tp] = max(offsets[run.tp] ?? 0, run.next) }
             let began = ContinuousClock.now
-            let outcomes = await Self.decodeAll(polled.records, parallelism: parallelism, maxRecordBytes: maxRecordBytes)
+            var chunks = await Self.decodeAll(polled.records, ledger: commits.ledger, parallelism: parallelism,
+                                              maxRecordBytes: maxRecordBytes)
             var duplicates = 0, coercedMsgs = 0
-            for (record, outcome) in zip(polled.records, outcomes) {
-                switch outcome {
-                case .message(var m, let coerced):
-                    if coerced { coercedMsgs += 1 }
-                    if deduplicate > 0, Self.deduplicatedKinds.contains(m.kind), let key = WindowKey(m), !recent.insert(key) {
-                        duplicates += 1
-                        continue
-                    }
-                    if let ledger = commits.ledger {
-                        // Records a holder keeps beyond their batch (the collector's tweets, the
-                        // predictor's waiting sizes and parameters) carry where they were read.
-                        let origin = RecordOrigin(ledger: ledger, partition: record.partition, offset: record.offset,
-                                                  generation: record.generation)
-                        switch m {
-                        case .tweet(var tweet):
-                            tweet.origin = origin
-                            m = .tweet(tweet)
-                            commits.tweetHanded(record.partition)
-                        case .size(var size):
-                            size.origin = origin
-                            m = .size(size)
-                            commits.tweetHanded(record.partition)
-                        case .parameters(var parameters):
-                            parameters.origin = origin
-                            m = .parameters(parameters)
-                            commits.tweetHanded(record.partition)
-                        default: break
-                        }
-                    }
-                    batch.append(m)
-                case .failure(let reason, let text): skip(rejected, record, reason, text)
+            for c in chunks.indices {
+                coercedMsgs += chunks[c].coerced
+                for p in chunks[c].tweetPartitions { commits.tweetHanded(p) }
+                for f in chunks[c].failures { skip(rejected, polled.records[f.index], f.reason, f.text) }
+                if chunks[c].hasOtherKinds {
+                    duplicates += deduplicateAndNote(&chunks[c].messages, recent: &recent, commits: commits)
                 }
             }
             if duplicates > 0 { context.counters.add("duplicates", duplicates) }
             if coercedMsgs > 0 { context.counters.add("coerced_msg", coercedMsgs) }
             if !polled.records.isEmpty { context.recordProcessing(since: began) }
-            lag.update(consumer.lag(), assigned: consumer.assignment)
+            lag.update(assigned: consumer.assignment) { consumer.lag() }
             context.counters.add("records", polled.records.count)
-            if !batch.isEmpty { await output.send(batch) }
+            for c in chunks.indices where !chunks[c].messages.isEmpty {
+                let batch = chunks[c].messages
+                chunks[c].messages = []
+                await output.send(batch)
+            }
             await rejected.flush()
             handed.merge(offsets) { max($0, $1) }
             // Asynchronously; a failure is reported and the next commit covers it.
@@ -265,7 +340,7 @@ final class KafkaSource: Stage {
         // Everything read was handed over; with stages holding positions, give them a moment to
         // process it and release what they can. Then make the commits durable and leave the group.
         let assigned = consumer.assignment
-        lag.update(consumer.lag(), assigned: assigned, force: true)
+        lag.update(assigned: assigned, force: true) { consumer.lag() }
         if commits.ledger != nil {
             // End the stream now, so the collector processes its last batches, flushes at the
             // end of a finite run, and releases its final positions before the final commit.
@@ -339,11 +414,13 @@ final class LagGauges {
 
     init(_ context: StageContext) { stage = context.name }
 
-    /// Sets the gauges (at most every 500 ms); the gauges of partitions no longer assigned go.
-    func update(_ lag: [TopicPartition: Int64], assigned: Set<TopicPartition>, force: Bool = false) {
+    /// Sets the gauges (at most every 500 ms: `lag` is asked for only then); the gauges of
+    /// partitions no longer assigned go.
+    func update(assigned: Set<TopicPartition>, force: Bool = false, _ measure: () -> [TopicPartition: Int64]) {
         let now = ContinuousClock.now
         guard force || now - last >= .milliseconds(500) else { return }
         last = now
+        let lag = measure()
         for (tp, gauge) in gauges where !assigned.contains(tp) {
             gauge.destroy()
             gauges[tp] = nil

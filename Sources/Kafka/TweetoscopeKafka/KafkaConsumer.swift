@@ -177,6 +177,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let closed = Atomic<Bool>(false)
     // Topic names by topic handle; used on the worker thread only.
     private var topicNames: [OpaquePointer: String] = [:]
+    private var lastTopic: (rkt: OpaquePointer, name: String)?
 
     /// Creates the consumer (no I/O). `config` must contain `bootstrap.servers` and `group.id`.
     public init(config: [String: String], logger: Logger,
@@ -282,9 +283,11 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     private func topicName(_ rkt: OpaquePointer) -> String {
-        if let name = topicNames[rkt] { return name }
-        let name = String(cString: rd_kafka_topic_name(rkt))
+        // Records come in runs of one topic: the last handle answers without hashing.
+        if rkt == lastTopic?.rkt { return lastTopic!.name }
+        let name = topicNames[rkt] ?? String(cString: rd_kafka_topic_name(rkt))
         topicNames[rkt] = name
+        lastTopic = (rkt, name)
         return name
     }
 

@@ -27,15 +27,24 @@ public struct Delivery: Sendable, Hashable {
     public var offset: Int64
 }
 
-/// A record waiting for its delivery report (the per-message opaque).
+/// The opaque of records waiting for their delivery report. Records queued together by
+/// ``KafkaProducer/enqueue(_:giveUp:completion:)-batch`` share one (retained once per record, no
+/// allocation per record) and carry no copy of their bytes (librdkafka copies them); a record
+/// handed back by a failed instance gets one of its own, with its bytes copied from the
+/// delivery report, to be produced again on the next instance.
 final class PendingMessage: @unchecked Sendable {
-    let record: ProducerRecord
+    /// The record's bytes, kept only for a record produced again after a recovery.
+    let record: ProducerRecord?
+    let topic: String
     let completion: @Sendable (Result<Delivery, KafkaError>) -> Void
     /// Producer instances recreated under this message so far.
     var recoveries = 0
 
-    init(record: ProducerRecord, completion: @escaping @Sendable (Result<Delivery, KafkaError>) -> Void) {
+    init(topic: String, record: ProducerRecord? = nil, recoveries: Int = 0,
+         completion: @escaping @Sendable (Result<Delivery, KafkaError>) -> Void) {
+        self.topic = topic
         self.record = record
+        self.recoveries = recoveries
         self.completion = completion
     }
 }
@@ -146,44 +155,39 @@ public final class KafkaProducer: @unchecked Sendable {
         case queued, retryLater, failed(KafkaError)
     }
 
-    /// One produce call on the current instance.
-    private func attempt(_ pending: PendingMessage) -> Attempt {
-        lock.withLock { () -> Attempt in
-            guard let rk = handle else { return .retryLater }
-            return produce(rk, pending)
-        }
-    }
-
-    /// rd_kafka_produceva; the caller holds `lock`.
-    private func produce(_ rk: OpaquePointer, _ pending: PendingMessage) -> Attempt {
+    /// rd_kafka_produceva of one record; the caller holds `lock`. `pending` is retained for the
+    /// delivery report only when the record is queued.
+    private func produce(_ rk: OpaquePointer, topic: UnsafePointer<CChar>, key: [UInt8]?, value: [UInt8],
+                         _ pending: PendingMessage) -> Attempt {
         let opaque = Unmanaged.passRetained(pending).toOpaque()
-        let record = pending.record
-        let err: rd_kafka_resp_err_t = record.topic.withCString { topic in
-            record.value.withUnsafeBytes { value in
-                // An empty key is a key ("" is not null): librdkafka needs a non-null pointer for it.
-                let keyBytes = record.key.map { $0.isEmpty ? [0] : $0 } ?? []
-                return keyBytes.withUnsafeBytes { key in
-                    var vus = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 5)
-                    vus[0].vtype = RD_KAFKA_VTYPE_TOPIC
-                    vus[0].u.cstr = topic
-                    vus[1].vtype = RD_KAFKA_VTYPE_VALUE
-                    vus[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
-                    vus[1].u.mem.size = value.count
-                    vus[2].vtype = RD_KAFKA_VTYPE_OPAQUE
-                    vus[2].u.ptr = opaque
-                    vus[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS
-                    vus[3].u.i = RD_KAFKA_MSG_F_COPY
-                    var count = 4
-                    if record.key != nil {
-                        vus[4].vtype = RD_KAFKA_VTYPE_KEY
-                        vus[4].u.mem.ptr = UnsafeMutableRawPointer(mutating: key.baseAddress)
-                        vus[4].u.mem.size = record.key!.count
-                        count = 5
-                    }
-                    guard let error = rd_kafka_produceva(rk, vus, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
+        let err: rd_kafka_resp_err_t = value.withUnsafeBytes { value in
+            withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 5) { vus in
+                vus.initialize(repeating: rd_kafka_vu_t())
+                vus[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                vus[0].u.cstr = topic
+                vus[1].vtype = RD_KAFKA_VTYPE_VALUE
+                vus[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
+                vus[1].u.mem.size = value.count
+                vus[2].vtype = RD_KAFKA_VTYPE_OPAQUE
+                vus[2].u.ptr = opaque
+                vus[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS
+                vus[3].u.i = RD_KAFKA_MSG_F_COPY
+                func call(_ count: Int) -> rd_kafka_resp_err_t {
+                    guard let error = rd_kafka_produceva(rk, vus.baseAddress, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
                     let code = rd_kafka_error_code(error)
                     rd_kafka_error_destroy(error)
                     return code
+                }
+                guard let key else { return call(4) }
+                // An empty key is a key ("" is not null): librdkafka needs a non-null pointer for it.
+                let nul: UInt8 = 0
+                return key.withUnsafeBytes { k in
+                    withUnsafeBytes(of: nul) { n in
+                        vus[4].vtype = RD_KAFKA_VTYPE_KEY
+                        vus[4].u.mem.ptr = UnsafeMutableRawPointer(mutating: k.baseAddress ?? n.baseAddress!)
+                        vus[4].u.mem.size = k.count
+                        return call(5)
+                    }
                 }
             }
         }
@@ -200,6 +204,12 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
+    /// Produces a re-queued message (its own copy of the record); the caller holds `lock`.
+    private func produce(_ rk: OpaquePointer, _ pending: PendingMessage) -> Attempt {
+        guard let record = pending.record else { return .failed(KafkaError(code: KafkaError.invalidArgument)) }
+        return record.topic.withCString { produce(rk, topic: $0, key: record.key, value: record.value, pending) }
+    }
+
     /// Queues `record`; `completion` runs (on the polling thread) once it is acknowledged or has
     /// finally failed. Waits while librdkafka's queue is full or the instance is being recreated.
     /// Throws only when librdkafka refuses the record outright (too large, unknown partition...),
@@ -207,30 +217,60 @@ public final class KafkaProducer: @unchecked Sendable {
     /// passed); `completion` is then not called.
     public func enqueue(_ record: ProducerRecord, giveUp: @Sendable () -> Bool = { false },
                        completion: @escaping @Sendable (Result<Delivery, KafkaError>) -> Void) async throws(KafkaError) {
-        let pending = PendingMessage(record: record, completion: completion)
-        outstanding.add(1, ordering: .relaxed)
+        let refused = await enqueue([record], giveUp: giveUp, completion: completion)
+        if let (_, error) = refused.first { throw error }
+    }
+
+    /// Queues `records` in order, all of one topic (that of the first), under one lock per run
+    /// of records librdkafka accepts: one shared opaque, no task, continuation or allocation per
+    /// record. `completion` runs (on the polling thread) once per record queued, when it is
+    /// acknowledged or has finally failed. Waits while librdkafka's queue is full or the
+    /// instance is being recreated.
+    /// - Returns: the records not queued, by index, with the reason: refused outright by
+    ///   librdkafka (too large...), or, once `giveUp` returned true while waiting, `_TIMED_OUT`
+    ///   for it and every record after it. `completion` is not called for them.
+    public func enqueue(_ records: [ProducerRecord], giveUp: @Sendable () -> Bool = { false },
+                        completion: @escaping @Sendable (Result<Delivery, KafkaError>) -> Void) async -> [(index: Int, error: KafkaError)] {
+        guard let topic = records.first?.topic else { return [] }
+        let pending = PendingMessage(topic: topic, completion: completion)
+        outstanding.add(records.count, ordering: .relaxed)
+        var refused: [(index: Int, error: KafkaError)] = []
+        var next = 0
         var delay = 1
-        while true {
-            switch attempt(pending) {
-            case .queued:
-                return
-            case .failed(let error):
-                outstanding.subtract(1, ordering: .relaxed)
-                throw error
-            case .retryLater:
-                if closing.load(ordering: .relaxed) || Task.isCancelled {
-                    outstanding.subtract(1, ordering: .relaxed)
-                    throw KafkaError(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "producer closing")
+        while next < records.count {
+            // As many records as librdkafka takes, under one lock.
+            let stalled: Bool = topic.withCString { cTopic in
+                lock.withLock {
+                    guard let rk = handle else { return true }
+                    while next < records.count {
+                        let r = records[next]
+                        let outcome = r.topic == topic
+                            ? produce(rk, topic: cTopic, key: r.key, value: r.value, pending)
+                            : .failed(KafkaError(code: KafkaError.invalidArgument, message: "a batch goes to one topic (\(topic)), not \(r.topic)"))
+                        switch outcome {
+                        case .queued: break
+                        case .failed(let error): refused.append((next, error))
+                        case .retryLater: return true
+                        }
+                        next += 1
+                    }
+                    return false
                 }
-                if giveUp() {
-                    outstanding.subtract(1, ordering: .relaxed)
-                    throw KafkaError(code: RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue,
-                                     message: "librdkafka's queue stayed full until the stop deadline")
-                }
-                try? await Task.sleep(for: .milliseconds(delay))
-                delay = min(delay * 2, 50)
             }
+            guard stalled else { break }
+            if closing.load(ordering: .relaxed) || Task.isCancelled || giveUp() {
+                let error = closing.load(ordering: .relaxed) || Task.isCancelled
+                    ? KafkaError(code: RD_KAFKA_RESP_ERR__DESTROY.rawValue, message: "producer closing")
+                    : KafkaError(code: RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue,
+                                 message: "librdkafka's queue stayed full until the stop deadline")
+                for i in next..<records.count { refused.append((i, error)) }
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(delay))
+            delay = min(delay * 2, 50)
         }
+        if !refused.isEmpty { outstanding.subtract(refused.count, ordering: .relaxed) }
+        return refused
     }
 
     /// Produces `record` and waits for the broker's acknowledgement.
@@ -320,7 +360,7 @@ public final class KafkaProducer: @unchecked Sendable {
     func delivered(_ rk: OpaquePointer?, _ message: rd_kafka_message_t, _ pending: PendingMessage) {
         let err = message.err
         if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-            complete(pending, .success(Delivery(topic: pending.record.topic, partition: message.partition,
+            complete(pending, .success(Delivery(topic: pending.topic, partition: message.partition,
                                                 offset: message.offset)))
             return
         }
@@ -329,8 +369,13 @@ public final class KafkaProducer: @unchecked Sendable {
         let fatalClass = instanceFatal || KafkaError.classify(code).fatal
             || code == KafkaError.purgeQueue || code == KafkaError.purgeInflight
         if fatalClass && !closing.load(ordering: .relaxed) && pending.recoveries < Self.maxRecoveries {
-            // The instance is unusable: keep the message for its successor.
-            lock.withLock { requeued.append(pending) }
+            // The instance is unusable: keep the message (its bytes, from librdkafka's copy) for its successor.
+            let own = PendingMessage(topic: pending.topic, record: pending.record ?? ProducerRecord(
+                topic: pending.topic,
+                key: message.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.key_len)) },
+                value: message.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.len)) } ?? []),
+                recoveries: pending.recoveries, completion: pending.completion)
+            lock.withLock { requeued.append(own) }
             recoveryNeeded.store(true, ordering: .relaxed)
             return
         }
