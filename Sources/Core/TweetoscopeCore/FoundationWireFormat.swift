@@ -313,38 +313,14 @@ public enum FoundationWireFormat {
         }
     }
 
-    /// The Kafka key of `message` in the course's topics: the source id for tweets, T_obs for
-    /// window-keyed messages (size, parameters, sample, model), none otherwise (spec §1).
-    public static func key(_ message: Message) -> String? {
-        switch message {
-        case .tweet(let t): String(t.source)
-        case .size(let s): String(s.tObs)
-        case .parameters(let p): String(p.tObs)
-        case .sample(let s): String(s.tObs)
-        case .model(let m): String(m.tObs)
-        case .series, .alert, .stat, .log: nil
-        }
-    }
-
-    /// Decodes one JSON value.
-    ///
-    /// - Parameters:
-    ///   - bytes: the UTF-8 JSON value.
-    ///   - key: the Kafka key, when there is one: the source id of a tweet, T_obs of window-keyed
-    ///     messages whose value has no `T_obs`.
-    /// - Throws: `WireFormatError` whose `reason` names the problem: `invalid_utf8`,
-    ///   `invalid_json` (syntax, with the byte offset, or not an object), `unknown_type`,
-    ///   `missing_field`, `wrong_type` (a string or null for a number...), `out_of_range` (a
-    ///   number too large for its field or not an integer where one is expected; a time or
-    ///   magnitude above ``InputLimits``; a window <= 0), `negative` (times, magnitudes, counts),
-    ///   `out_of_order` (series times), `invalid_field` (other inconsistencies).
+    /// Decodes one JSON value through Foundation's `JSONDecoder`: what ``WireFormat/decode(_:key:)``
+    /// accepts and rejects, with the same reasons (the reference of the differential tests).
     public static func decode(_ bytes: some Collection<UInt8>, key: String? = nil) throws -> Message {
         var coerced = false
         return try decode(bytes, key: key, coercedMsg: &coerced)
     }
 
-    /// Decodes one JSON value as ``decode(_:key:)`` does, setting `coercedMsg` when the value's
-    /// `msg` was not a JSON string and was converted to text (readers count it `coerced_msg`).
+    /// As ``decode(_:key:)``, setting `coercedMsg` when `msg` was converted to text.
     public static func decode(_ bytes: some Collection<UInt8>, key: String?, coercedMsg: inout Bool) throws -> Message {
         let data = Data(bytes)
         if let bad = data.withUnsafeBytes({ UTF8Validation.firstInvalidByte($0.bindMemory(to: UInt8.self)) }) {
