@@ -1,23 +1,10 @@
 // Differential checking of the wire codec (WireFormat) against Foundation's coders
 // (FoundationWireFormat, the reference): random messages from a seeded generator, and byte-level
 // mutations of their JSON. Used by WireCodecTests; plain Swift (no test framework), so that it can
-// also be compiled on its own with the Core sources for a long run.
+// also be compiled on its own with the Core sources (its generator is Core's SplitMix64) for a long run.
 #if canImport(TweetoscopeCore)
 @_spi(WireTesting) import TweetoscopeCore
 #endif
-
-/// SplitMix64: a small seeded generator (same seed, same messages on every machine).
-struct DiffRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 enum WireDifferential {
     /// Characters that exercise escaping: quotes, backslashes, slashes, every control character,
@@ -29,7 +16,7 @@ enum WireDifferential {
         return a
     }()
 
-    static func string(_ r: inout DiffRandom, max: Int = 12) -> String {
+    static func string(_ r: inout SplitMix64, max: Int = 12) -> String {
         let n = Int.random(in: 0...max, using: &r)
         var s = String.UnicodeScalarView()
         for _ in 0..<n {
@@ -49,7 +36,7 @@ enum WireDifferential {
         .infinity, -.infinity, .nan,
     ]
 
-    static func double(_ r: inout DiffRandom, finite: Bool = false) -> Double {
+    static func double(_ r: inout SplitMix64, finite: Bool = false) -> Double {
         switch Int.random(in: 0..<5, using: &r) {
         case 0:
             let d = specialDoubles.randomElement(using: &r)!
@@ -70,7 +57,7 @@ enum WireDifferential {
         return e < 0 ? 1 / v : v
     }
 
-    static func int(_ r: inout DiffRandom) -> Int {
+    static func int(_ r: inout SplitMix64) -> Int {
         switch Int.random(in: 0..<4, using: &r) {
         case 0: return [0, 1, -1, Int.max, Int.min, 9, 10, 600, 43200].randomElement(using: &r)!
         case 1: return Int.random(in: -100...100_000, using: &r)
@@ -78,17 +65,17 @@ enum WireDifferential {
         }
     }
 
-    static func cascade(_ r: inout DiffRandom) -> CascadeID {
+    static func cascade(_ r: inout SplitMix64) -> CascadeID {
         Bool.random(using: &r) ? .number(Int64(int(&r))) : .string(string(&r))
     }
 
-    static func maybe<T>(_ r: inout DiffRandom, _ make: (inout DiffRandom) -> T) -> T? {
+    static func maybe<T>(_ r: inout SplitMix64, _ make: (inout SplitMix64) -> T) -> T? {
         Bool.random(using: &r) ? make(&r) : nil
     }
 
     /// A random message of `kind` (0...8: tweet, serie, size, parameters, sample, model, alert,
     /// stat, log), with optional fields present or absent and extreme values.
-    static func message(_ r: inout DiffRandom, kind: Int) -> Message {
+    static func message(_ r: inout SplitMix64, kind: Int) -> Message {
         switch kind {
         case 0:
             return .tweet(Tweet(kind: Bool.random(using: &r) ? .tweet : .retweet, msg: string(&r), time: double(&r),
@@ -167,7 +154,7 @@ enum WireDifferential {
 
     /// A mutation of `bytes`: byte edits, a value replaced, a member removed or duplicated, a
     /// different type.
-    static func mutate(_ bytes: [UInt8], _ r: inout DiffRandom) -> [UInt8] {
+    static func mutate(_ bytes: [UInt8], _ r: inout SplitMix64) -> [UInt8] {
         var b = bytes
         for _ in 0..<Int.random(in: 1...2, using: &r) {
             switch Int.random(in: 0..<8, using: &r) {
@@ -279,7 +266,7 @@ enum WireDifferential {
     /// its JSON and `mutations` mutations of it with both. Returns the disagreements (at most
     /// `limit`) and the number of comparisons made.
     static func run(seed: UInt64, count: Int, mutations: Int, limit: Int = 20) -> (disagreements: [String], comparisons: Int) {
-        var r = DiffRandom(seed: seed)
+        var r = SplitMix64(seed: seed)
         var found: [String] = []
         var comparisons = 0
         for kind in 0..<9 {
