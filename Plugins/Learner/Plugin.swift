@@ -25,13 +25,19 @@ let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course"
 ///   none and course, 15 for growth), or with a non-finite value, are rejected and counted.
 /// - At most `max_windows` windows (distinct T_obs) are learned; samples of a further window
 ///   are rejected (`too_many_windows`, logged rate-limited).
-/// - Versions follow the stream, not the clock: with k = `refit_every`, version v of a window is
-///   the forest fitted when the window's v·k-th sample arrives, on its `max_samples` most
-///   recent samples (so on the first v·k samples, the window bounded). EVERY version is fitted
-///   and sent, in order (none is skipped when fits are slower than samples), with a seed derived
-///   from (`seed`, T_obs, v): the same samples in the same order give byte-identical models
-///   whatever the machine's speed. Versions fitted on fewer than `min_samples` samples are not
-///   fitted (the predictor keeps its pretrained model or its model-less forecast until then).
+/// - Versions follow the stream, not the clock: a window is refitted when its sample count
+///   reaches a refit point of ``RefitSchedule`` (k = `refit_every`, `refit_growth`,
+///   `min_samples`, `max_samples`): the points are multiples of k, and version v is the forest
+///   fitted when the window's v·k-th sample arrives, on its `max_samples` most recent samples.
+///   With `refit_growth` 0 every multiple of k >= `min_samples` is a point (versions 1, 2, 3,
+///   ...); with growth g > 0 a forest is refitted once the new samples reach g times those it
+///   was fitted on (the default 0.1: fits every 20 samples from 60 to 220, then at 260, 300,
+///   ..., 420, 480, 540, 600, 660, 740, ... samples, and every 200 once the window holds 2000), so learning costs O(log n) fits early and a bounded
+///   amount per sample later, instead of a fit every k samples (issue 17). EVERY point's version
+///   is fitted and sent, in order (none is skipped when fits are slower than samples), with a
+///   seed derived from (`seed`, T_obs, v): the same samples in the same order give
+///   byte-identical models whatever the machine's speed. The predictor computes the same
+///   schedule from the same options (checked equal) to know the version each forecast uses.
 /// - A model carries the range of its training targets (`w_min`, `w_max`) and the largest
 ///   growth factor n_tot/n_obs among its samples (`growth_max`), which the predictor uses to
 ///   bound forecasts; in `growth` mode also `shift`, the log-shift c added to the prediction,
@@ -54,7 +60,9 @@ final class LearnerStage: Stage {
         options: [
             OptionSpec("mode", .choice(modeFeatureCounts.map(\.mode)), default: .string("growth"),
                        doc: "correction mode of the samples; must match the predictor's (written into each model)"),
-            OptionSpec("refit_every", .int, default: .int(20), range: 1...1e9, doc: "refit a window's forest every this many new samples (k)"),
+            OptionSpec("refit_every", .int, default: .int(20), range: 1...1e9, doc: "refit points are multiples of this many samples (k), at least k apart; with refit_growth 0, a refit every k new samples"),
+            OptionSpec("refit_growth", .double, default: .double(0.1), range: 0...100,
+                       doc: "refit a window's forest once its new samples reach this fraction of the samples the last fit used (so early fits come at a geometric pace and a full window is refitted every refit_growth * max_samples samples); 0 = every refit_every samples"),
             OptionSpec("max_samples", .int, default: .int(2000), range: 1...1e9, doc: "most recent samples of a window a forest is fitted on"),
             OptionSpec("max_windows", .int, default: .int(64),
                        range: 1...1_000_000, doc: "most observation windows (distinct T_obs) learned at once; samples of further windows are rejected (`too_many_windows`), so a stream of bogus T_obs cannot exhaust memory"),
@@ -64,6 +72,8 @@ final class LearnerStage: Stage {
             OptionSpec("max_features", .double, default: .double(0.8),
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
+            OptionSpec("tree_samples", .int, default: .int(500), range: 0...1e9,
+                       doc: "with bootstrap, each tree draws min(n, tree_samples) of the n samples (scikit-learn's max_samples), so a forest's size and fit time stay bounded as the window fills; 0 = n"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest (each version's forest is seeded from (seed, T_obs, version))"),
             OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
                        doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
@@ -79,6 +89,7 @@ final class LearnerStage: Stage {
     let mode: String
     let featureCount: Int
     let refitEvery: Int
+    let schedule: RefitSchedule
     let maxSamples: Int
     let maxWindows: Int
     let minSamples: Int
@@ -104,12 +115,17 @@ final class LearnerStage: Stage {
         guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
         minSamples = try options.int("min_samples")
         guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        let growth = try options.double("refit_growth")
+        guard growth == 0 || RefitSchedule.growthRange.contains(growth) else {
+            throw StageConfigError(option: "refit_growth", "expected 0 or a number in \(RefitSchedule.growthRange)")
+        }
+        schedule = RefitSchedule(every: refitEvery, growth: growth, minSamples: minSamples, maxSamples: maxSamples)
         stateDir = try options.string("state_dir")
         let seed = try options.int("seed")
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
             minSamplesLeaf: try options.int("min_samples_leaf"), maxFeatures: try options.double("max_features"),
-            bootstrap: try options.bool("bootstrap"), seed: UInt64(bitPattern: Int64(seed)))
+            bootstrap: try options.bool("bootstrap"), treeSamples: try options.int("tree_samples"), seed: UInt64(bitPattern: Int64(seed)))
         do {
             try parameters.validate()
         } catch {
@@ -204,7 +220,7 @@ final class LearnerStage: Stage {
                 context.counters.add("samples")
                 var window = windows[s.tObs] ?? SampleWindow(capacity: maxSamples)
                 window.append(s)
-                if window.seen % refitEvery == 0, window.seen >= minSamples {
+                if schedule.fits(at: window.seen) {
                     let (x, y, g) = window.contents
                     jobs.submit(FitJob(tObs: s.tObs, version: window.seen / refitEvery, seen: window.seen,
                                        features: x, targets: y, growth: g))
@@ -216,7 +232,7 @@ final class LearnerStage: Stage {
             // Every window whose last samples no version covers: one more version on all of them.
             for tObs in windows.keys.sorted() {
                 let w = windows[tObs]!
-                guard w.seen > 0, !(w.seen % refitEvery == 0 && w.seen >= minSamples) else { continue }
+                guard w.seen > 0, !schedule.fits(at: w.seen) else { continue }
                 let (x, y, g) = sortedSamples(w.contents)
                 jobs.submit(FitJob(tObs: tObs, version: w.seen / refitEvery + 1, seen: w.seen,
                                    features: x, targets: y, growth: g))

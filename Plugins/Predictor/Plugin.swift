@@ -20,8 +20,10 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 ///   (see ``CorrectionMode``), emits an `alert` {cid, msg, T_obs, n_tot: N̂} when
 ///   N̂ ≥ `alert_min_size`, and keeps the forecast until the size arrives. The model version is
 ///   decided by the stream, not by timing: with s samples of the window emitted before this
-///   forecast, it is v = ⌊s/k⌋ (k = `refit_every`), or 0 (the pretrained model, if any, else the
-///   model-less forecast) while v·k < `min_samples`; the learner fits exactly these versions.
+///   forecast, it is v = p/k where p is the last refit point <= s of ``RefitSchedule``
+///   (k = `refit_every`, `refit_growth`, `min_samples`, `max_samples`: the learner's, checked
+///   equal), or 0 (the pretrained model, if any, else the model-less forecast) before the first
+///   point; the learner fits exactly these versions.
 ///   If version v has not arrived, the predictor waits for it, at most `model_wait` seconds of
 ///   wall clock — the one timing-dependent step: a wait that times out is counted
 ///   (`model_wait_timeouts`) and the forecast uses the newest version received. With
@@ -55,7 +57,7 @@ final class PredictorStage: Stage {
         inputs: [
             PortSpec("properties", kinds: [.parameters, .size], multiple: true,
                      doc: "Hawkes parameters and final sizes keyed by T_obs (cascade_properties), in any order"),
-            PortSpec("models", kinds: [.model], required: false, sameOptions: ["mode", "refit_every", "min_samples"],
+            PortSpec("models", kinds: [.model], required: false, sameOptions: ["mode", "refit_every", "refit_growth", "min_samples", "max_samples"],
                      doc: "models from the learner (whose `mode` must be this stage's); the latest per window is used"),
         ],
         outputs: [
@@ -86,7 +88,11 @@ final class PredictorStage: Stage {
                        doc: "what the n_supp field of parameters read from a topic means, used when they carry no G1: "
                            + "supplementary = G1/(1-n*); total = n_obs + G1/(1-n*) (the course majority)"),
             OptionSpec("refit_every", .int, default: .int(20), range: 1...1e9,
-                       doc: "the learner's refit_every (k): a forecast preceded by s samples of its window uses model version floor(s/k)"),
+                       doc: "the learner's refit_every (k): a forecast preceded by s samples of its window uses model version p/k, p the learner's last refit point <= s"),
+            OptionSpec("refit_growth", .double, default: .double(0.1), range: 0...100,
+                       doc: "the learner's refit_growth (its refit points: see the learner)"),
+            OptionSpec("max_samples", .int, default: .int(2000), range: 1...1e9,
+                       doc: "the learner's max_samples (its refit points: see the learner)"),
             OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
                        doc: "the learner's min_samples: learned versions fitted on fewer samples do not exist (version 0 = pretrained or none is used)"),
             OptionSpec("size_hold", .double, default: .double(30), range: 0...31_536_000,
@@ -147,12 +153,18 @@ final class PredictorStage: Stage {
         let k = try options.int("refit_every"), minSamples = try options.int("min_samples")
         guard k >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
         guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        let refitGrowth = try options.double("refit_growth"), maxSamples = try options.int("max_samples")
+        guard refitGrowth == 0 || RefitSchedule.growthRange.contains(refitGrowth) else {
+            throw StageConfigError(option: "refit_growth", "expected 0 or a number in \(RefitSchedule.growthRange)")
+        }
+        guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
         let hold = try options.double("size_hold")
         guard hold.isFinite, hold >= 0 else { throw StageConfigError(option: "size_hold", "expected a number of seconds >= 0") }
         sizeHold = .nanoseconds(Int64(min(hold, 1e9) * 1e9))
         let wait = try options.double("model_wait")
         guard wait.isFinite, wait >= 0 else { throw StageConfigError(option: "model_wait", "expected a number of seconds >= 0") }
-        versions = VersionPolicy(refitEvery: k, minSamples: minSamples, modelWait: .nanoseconds(Int64(wait * 1e9)))
+        versions = VersionPolicy(schedule: RefitSchedule(every: k, growth: refitGrowth, minSamples: minSamples, maxSamples: maxSamples),
+                                 modelWait: .nanoseconds(Int64(wait * 1e9)))
     }
 
     func run(_ context: StageContext) async throws {
@@ -203,19 +215,21 @@ final class PredictorStage: Stage {
             for _ in properties { merged.addProducer() }
             merged.addProducer()
             let open = OpenInputs(properties.count)
-            for input in properties {
-                Task {
-                    while let batch = await input.next() { await merged.send(batch) }
-                    open.count.subtract(1, ordering: .sequentiallyConsistent)
-                    merged.finish()
-                }
-            }
-            Task {
+            // The ticker is woken (cancelled) when the last input ends, so the stage does not
+            // wait for the end of its current second (it did: every run ended on a whole second).
+            let ticker = Task {
                 while open.count.load(ordering: .sequentiallyConsistent) > 0 {
                     try? await Task.sleep(for: .seconds(1))
                     if open.count.load(ordering: .sequentiallyConsistent) > 0, merged.pending(id) == 0 { await merged.send([]) }
                 }
                 merged.finish()
+            }
+            for input in properties {
+                Task {
+                    while let batch = await input.next() { await merged.send(batch) }
+                    if open.count.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 { ticker.cancel() }
+                    merged.finish()
+                }
             }
             while let batch = await merged.next(id) {
                 await process(batch, &state, table, context, waitForModels: waitForModels, idle: merged.pending(id) == 0)

@@ -69,20 +69,15 @@ final class ModelTable: Sendable {
 
 /// How a forecast picks its model version from the stream (see ``PredictorStage``).
 struct VersionPolicy: Sendable {
-    /// k: the learner's `refit_every`.
-    var refitEvery: Int
-    /// The learner's `min_samples`: versions fitted on fewer samples do not exist.
-    var minSamples: Int
+    /// The learner's refit points (its `refit_every`, `refit_growth`, `min_samples`, `max_samples`).
+    var schedule: RefitSchedule
     /// Longest wall-clock wait for a version not received yet; zero = never wait (use the newest).
     var modelWait: Duration
 
     /// The version a forecast uses when `samples` samples of its window preceded it in stream
-    /// order: ⌊samples/k⌋, or 0 (pretrained or none) while that version would be fitted on fewer
-    /// than `min_samples` samples.
-    func wanted(samples: Int) -> Int {
-        let v = samples / refitEvery
-        return v * refitEvery >= minSamples ? v : 0
-    }
+    /// order: p/k for the learner's last refit point p <= samples, or 0 (pretrained or none)
+    /// before its first one.
+    func wanted(samples: Int) -> Int { schedule.wanted(samples: samples) }
 }
 
 /// One window's reorder buffer: messages numbered by the collector (`seq`) are released in

@@ -13,6 +13,7 @@ import TweetoscopeCore
 /// | `minSamplesLeaf` | 5 | fewest (bootstrap) samples in a leaf; a split leaving fewer on a side is not considered |
 /// | `maxFeatures` | 0.5 | fraction of the features tried at each split: `max(1, ceil(maxFeatures·d))` of the `d` features, drawn without replacement; constant features do not count, so the search goes on until that many non-constant features were tried (as scikit-learn does) |
 /// | `bootstrap` | true | each tree sees `n` samples drawn with replacement; false: every tree sees every sample once |
+/// | `treeSamples` | 0 | with `bootstrap`, each tree draws `min(n, treeSamples)` samples instead of `n` (0 = `n`), as scikit-learn's `max_samples`: a tree's size and cost stay bounded whatever `n`; with `treeSamples` >= `n` the trees are those of `0`, bit for bit |
 /// | `seed` | 0 | seed of the SplitMix64 stream giving each tree its own xoshiro256** generator |
 ///
 /// The same samples, parameters and seed give the same trees, bit for bit: the only randomness
@@ -24,15 +25,18 @@ public struct ForestParameters: Sendable, Hashable {
     public var minSamplesLeaf: Int
     public var maxFeatures: Double
     public var bootstrap: Bool
+    /// Bootstrap draws per tree when > 0 and < n (see the table above).
+    public var treeSamples: Int
     public var seed: UInt64
 
     public init(trees: Int = 100, maxDepth: Int = 12, minSamplesLeaf: Int = 5, maxFeatures: Double = 0.5,
-                bootstrap: Bool = true, seed: UInt64 = 0) {
+                bootstrap: Bool = true, treeSamples: Int = 0, seed: UInt64 = 0) {
         self.trees = trees
         self.maxDepth = maxDepth
         self.minSamplesLeaf = minSamplesLeaf
         self.maxFeatures = maxFeatures
         self.bootstrap = bootstrap
+        self.treeSamples = treeSamples
         self.seed = seed
     }
 
@@ -42,9 +46,16 @@ public struct ForestParameters: Sendable, Hashable {
         guard (1...64).contains(maxDepth) else { throw .invalidParameter("maxDepth must be in 1...64") }
         guard minSamplesLeaf >= 1 else { throw .invalidParameter("minSamplesLeaf must be >= 1") }
         guard maxFeatures > 0, maxFeatures <= 1 else { throw .invalidParameter("maxFeatures must be in (0, 1]") }
+        guard treeSamples >= 0 else { throw .invalidParameter("treeSamples must be >= 0") }
     }
 
     /// Number of features tried per split among `d`.
+    /// Bootstrap slots of each tree for `n` samples: `min(n, treeSamples)` with `bootstrap` and
+    /// `treeSamples` > 0, else `n`.
+    public func slotsPerTree(_ n: Int) -> Int {
+        bootstrap && treeSamples > 0 ? min(n, treeSamples) : n
+    }
+
     public func featuresPerSplit(_ d: Int) -> Int {
         let v = maxFeatures * Double(d)
         var k = Int(v)
@@ -156,6 +167,8 @@ struct TreeBuilder {
     let data: Columns
     let parameters: ForestParameters
     let tried: Int
+    /// Bootstrap slots per tree (m <= n): the stride of the per-feature orders.
+    let m: Int
     /// `sorted[f * n + r]`: the sample of rank r by feature f (ties by sample index).
     let sorted: [Int32]
     private let scratch: Scratch
@@ -167,9 +180,10 @@ struct TreeBuilder {
         let sampleOf: UnsafeMutablePointer<Int32>
         /// Target of each slot.
         let ys: UnsafeMutablePointer<Double>
-        /// `order[f * n + k]`: slots sorted by feature f; a node owns `lo..<hi` of every feature.
+        /// `order[f * m + k]`: slots sorted by feature f; a node owns `lo..<hi` of every feature
+        /// (m = slots per tree; the buffers are sized for n >= m).
         let order: UnsafeMutablePointer<Int32>
-        /// `values[f * n + k]`: feature f of the slot `order[f * n + k]`.
+        /// `values[f * m + k]`: feature f of the slot `order[f * m + k]`.
         let values: UnsafeMutablePointer<Double>
         /// Slots of each sample, grouped (counting sort): `slots[start[i]..<start[i + 1]]`.
         let start: UnsafeMutablePointer<Int32>
@@ -226,6 +240,7 @@ struct TreeBuilder {
         self.data = data
         self.parameters = parameters
         tried = parameters.featuresPerSplit(data.d)
+        m = parameters.slotsPerTree(data.n)
         self.sorted = sorted ?? Self.ranks(data)
         scratch = Scratch(n: data.n, d: data.d)
     }
@@ -241,18 +256,18 @@ struct TreeBuilder {
     }
 
     mutating func build(_ rng: inout Xoshiro256StarStar) -> RegressionTree {
-        let n = data.n, d = data.d
+        let n = data.n, d = data.d, m = self.m
         let sc = scratch
         let sampleOf = sc.sampleOf, start = sc.start, fill = sc.fill, slots = sc.slots, ys = sc.ys
         let order = sc.order, values = sc.values
         // Bootstrap slots, then each feature's order over the slots.
-        for k in 0..<n { sampleOf[k] = Int32(parameters.bootstrap ? rng.below(n) : k) }
+        for k in 0..<m { sampleOf[k] = Int32(parameters.bootstrap ? rng.below(n) : k) }
         for i in 0...n { start[i] = 0 }
-        for k in 0..<n { start[Int(sampleOf[k]) + 1] += 1 }
+        for k in 0..<m { start[Int(sampleOf[k]) + 1] += 1 }
         for i in 0..<n { start[i + 1] += start[i] }
         for i in 0..<n { fill[i] = start[i] }
         data.y.withUnsafeBufferPointer { y in
-            for k in 0..<n {
+            for k in 0..<m {
                 let i = Int(sampleOf[k])
                 slots[Int(fill[i])] = Int32(k)
                 fill[i] += 1
@@ -263,7 +278,7 @@ struct TreeBuilder {
             data.x.withUnsafeBufferPointer { x in
                 for f in 0..<d {
                     let base = f * n
-                    var out = base
+                    var out = f * m
                     for r in 0..<n {
                         let i = Int(sorted[base + r])
                         let v = x[base + i]
@@ -279,7 +294,7 @@ struct TreeBuilder {
 
         var feature: [Int] = [-1], threshold: [Double] = [0], left: [Int] = [-1], right: [Int] = [-1]
         var value: [Double] = [0]
-        var stack = [Work(node: 0, lo: 0, hi: n, depth: 0)]
+        var stack = [Work(node: 0, lo: 0, hi: m, depth: 0)]
         let minLeaf = parameters.minSamplesLeaf
         while let w = stack.popLast() {
             let count = w.hi - w.lo
@@ -320,7 +335,7 @@ struct TreeBuilder {
     /// `x[feature] <= threshold`, then the others; returns the boundary.
     private func partition(lo: Int, hi: Int, feature: Int, threshold: Double,
                            childrenSplit: (Int) -> Bool) -> Int {
-        let n = data.n, d = data.d
+        let n = m, d = data.d
         let sc = scratch
         let order = sc.order, values = sc.values, goesLeft = sc.goesLeft
         let tmpSlots = sc.scratchSlots, tmpValues = sc.scratchValues
@@ -367,7 +382,7 @@ struct TreeBuilder {
     /// the other.
     private func bestSplit(lo: Int, hi: Int, mean: Double, ss: Double,
                            rng: inout Xoshiro256StarStar) -> (feature: Int, threshold: Double)? {
-        let n = data.n, d = data.d
+        let n = m, d = data.d
         let count = hi - lo
         let minLeaf = parameters.minSamplesLeaf
         let sc = scratch
@@ -426,7 +441,7 @@ struct TreeBuilder {
                        _ f0: Int, _ f1: Int, _ f2: Int, _ f3: Int,
                        order: UnsafeMutablePointer<Int32>, values: UnsafeMutablePointer<Double>,
                        ys: UnsafeMutablePointer<Double>) -> (gains: SIMD4<Double>, positions: SIMD4<Int>) {
-        let n = data.n
+        let n = m
         let o0 = order + (f0 * n + lo), o1 = order + (f1 * n + lo), o2 = order + (f2 * n + lo), o3 = order + (f3 * n + lo)
         let x0 = values + (f0 * n + lo), x1 = values + (f1 * n + lo), x2 = values + (f2 * n + lo), x3 = values + (f3 * n + lo)
         let total = Double(count)

@@ -57,56 +57,80 @@ extension RandomForest {
         // Trees are independent given their seeds: `threads` builders grow contiguous runs of
         // them; the out-of-bag sums are then added up in tree order, as a single builder would.
         let parts = max(1, min(threads, parameters.trees))
-        let results = UnsafeMutableBufferPointer<ForestPart>.allocate(capacity: parts)
+        let results = UnsafeMutableBufferPointer<[RegressionTree]>.allocate(capacity: parts)
         defer { results.deallocate() }
         let shared = SharedParts(results)
         let grow: @Sendable (Int) -> Void = { part in
             let lo = part * seeds.count / parts, hi = (part + 1) * seeds.count / parts
             var builder = TreeBuilder(data: data, parameters: parameters, sorted: sorted)
-            var out = ForestPart()
-            out.trees.reserveCapacity(hi - lo)
+            var out: [RegressionTree] = []
+            out.reserveCapacity(hi - lo)
             for t in lo..<hi {
                 var rng = Xoshiro256StarStar(seed: seeds[t])
-                let tree = builder.build(&rng)
-                out.trees.append(tree)
-                guard parameters.bootstrap else { continue }
-                var oob: [(Int, Double)] = []
-                for i in 0..<data.n where !builder.drawn(i) { oob.append((i, tree.predict(features[i]))) }
-                out.outOfBag.append(oob)
+                out.append(builder.build(&rng))
             }
             (shared.base + part).initialize(to: out)
         }
         if parts == 1 { grow(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: grow) }
         var trees: [RegressionTree] = []
         trees.reserveCapacity(parameters.trees)
-        var sums = [Double](repeating: 0, count: data.n)
-        var counts = [Int](repeating: 0, count: data.n)
-        for part in results.indices {
-            let out = (results.baseAddress! + part).move()
-            trees += out.trees
-            for oob in out.outOfBag {
-                for (i, p) in oob {
-                    sums[i] += p
-                    counts[i] += 1
-                }
+        for part in results.indices { trees += (results.baseAddress! + part).move() }
+        let n = data.n
+        guard parameters.bootstrap else {
+            return OutOfBagFit(trees: trees, predictions: Array(repeating: nil, count: n), counts: Array(repeating: 0, count: n))
+        }
+        // Out-of-bag sums, per sample in tree order (so the same bits whatever `threads`): which
+        // samples a tree drew is replayed from its seed (the first draws of its generator, as
+        // `TreeBuilder.build` makes them), one bit per sample, instead of keeping every tree's
+        // out-of-bag list (issue 17: those lists grew with the window, 3 MB at 2,000 samples).
+        let m = parameters.slotsPerTree(n), words = (n + 63) / 64
+        var drawnBits = [UInt64](repeating: 0, count: parameters.trees * words)
+        for t in 0..<parameters.trees {
+            var rng = Xoshiro256StarStar(seed: seeds[t])
+            for _ in 0..<m {
+                let i = rng.below(n)
+                drawnBits[t * words + i >> 6] |= 1 << UInt64(i & 63)
             }
         }
-        let predictions: [Double?] = (0..<data.n).map { counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : nil }
+        var sums = [Double](repeating: 0, count: n)
+        var counts = [Int](repeating: 0, count: n)
+        let chunks = max(1, min(parts, n / 64))
+        let forest = trees, bits = drawnBits
+        sums.withUnsafeMutableBufferPointer { sumBuffer in
+            counts.withUnsafeMutableBufferPointer { countBuffer in
+                let out = SharedSums(sums: sumBuffer.baseAddress!, counts: countBuffer.baseAddress!)
+                let add: @Sendable (Int) -> Void = { chunk in
+                    for i in (chunk * n / chunks)..<((chunk + 1) * n / chunks) {
+                        let x = features[i], word = i >> 6, bit = UInt64(1) << UInt64(i & 63)
+                        var sum = 0.0, count = 0
+                        for t in 0..<forest.count where bits[t * words + word] & bit == 0 {
+                            sum += forest[t].predict(x)
+                            count += 1
+                        }
+                        out.sums[i] = sum
+                        out.counts[i] = count
+                    }
+                }
+                if chunks == 1 { add(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: add) }
+            }
+        }
+        let predictions: [Double?] = (0..<n).map { counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : nil }
         return OutOfBagFit(trees: trees, predictions: predictions, counts: counts)
     }
 }
 
-/// The trees one builder grew and, per tree, its out-of-bag predictions (sample, value).
-struct ForestPart {
-    var trees: [RegressionTree] = []
-    var outOfBag: [[(Int, Double)]] = []
+/// Where the parallel out-of-bag chunks write their samples' sums and counts (each chunk its
+/// own range of samples; read once `concurrentPerform` has returned).
+struct SharedSums: @unchecked Sendable {
+    let sums: UnsafeMutablePointer<Double>
+    let counts: UnsafeMutablePointer<Int>
 }
 
 /// The result slots of the parallel builders: each writes only its own slot, and the slots are
 /// read once every builder has returned (`concurrentPerform` waits for them).
 struct SharedParts: @unchecked Sendable {
-    let base: UnsafeMutablePointer<ForestPart>
-    init(_ buffer: UnsafeMutableBufferPointer<ForestPart>) { base = buffer.baseAddress! }
+    let base: UnsafeMutablePointer<[RegressionTree]>
+    init(_ buffer: UnsafeMutableBufferPointer<[RegressionTree]>) { base = buffer.baseAddress! }
 }
 
 /// `count` evenly spaced order statistics of `values` (sorted ascending), at most `count` values:

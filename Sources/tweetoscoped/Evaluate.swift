@@ -184,8 +184,8 @@ struct Evaluation {
             let controlled: [String: Set<String>] = [
                 "collector": ["windows", "terminated"],
                 "estimator": [],
-                "predictor": ["mode", "model_path", "alert_min_size", "alert_min_p_viral", "refit_every", "min_samples", "model_wait"],
-                "learner": ["mode", "refit_every", "max_samples", "final_fit", "min_samples", "state_dir"],
+                "predictor": ["mode", "model_path", "alert_min_size", "alert_min_p_viral", "refit_every", "refit_growth", "max_samples", "min_samples", "model_wait"],
+                "learner": ["mode", "refit_every", "refit_growth", "max_samples", "final_fit", "min_samples", "state_dir"],
             ]
             for stage in config.stages {
                 guard let skip = controlled[stage.type], userOptions[stage.type] == nil else { continue }
@@ -334,6 +334,7 @@ struct Evaluation {
                     outputs: { samples: samples_\(m) }
                     mode: \(m)
                     refit_every: 1000000000
+                    refit_growth: 0
                     min_samples: 1
                 \(options("predictor"))  learner_\(m):
                     type: learner
@@ -341,6 +342,7 @@ struct Evaluation {
                     outputs: { models: models_\(m) }
                     mode: \(m)
                     refit_every: 1000000000
+                    refit_growth: 0
                     max_samples: 1000000000
                     min_samples: 1
                     final_fit: true

@@ -17,6 +17,35 @@ import TweetoscopeCore
         #expect(oob.trees == plain)
     }
 
+    /// `treeSamples` m = 15 of n = 60 (scikit-learn's max_samples): a sample is out of bag for a
+    /// tree with probability (1 − 1/60)^15 = 0.7772; over 400 trees × 60 samples the share is
+    /// within 0.02 of it, and a tree grown to single-sample leaves has at most 15 leaves (one per
+    /// distinct drawn sample at most).
+    @Test func treeSamplesBoundEachTree() throws {
+        let p = ForestParameters(trees: 400, maxDepth: 30, minSamplesLeaf: 1, maxFeatures: 1, treeSamples: 15, seed: 3)
+        let oob = try RandomForest.fitWithOutOfBag(features: Self.features, targets: Self.targets, parameters: p)
+        let share = Double(oob.counts.reduce(0, +)) / Double(400 * 60)
+        #expect(abs(share - 0.7772) < 0.02, "share \(share)")
+        #expect(oob.trees.allSatisfy { tree in tree.feature.filter { $0 < 0 }.count <= 15 })
+        #expect(oob.trees.contains { tree in tree.feature.filter { $0 < 0 }.count >= 10 })
+        #expect(ForestParameters(treeSamples: 15).slotsPerTree(60) == 15)
+        #expect(ForestParameters(bootstrap: false, treeSamples: 15).slotsPerTree(60) == 60)
+        #expect(throws: ForestError.invalidParameter("treeSamples must be >= 0")) {
+            try ForestParameters(treeSamples: -1).validate()
+        }
+    }
+
+    /// `treeSamples` >= n draws n samples per tree, as 0 does: the same trees, bit for bit.
+    @Test func treeSamplesAtLeastNChangesNothing() throws {
+        let p = ForestParameters(trees: 25, maxDepth: 6, minSamplesLeaf: 2, seed: 9)
+        let plain = try RandomForest.fit(features: Self.features, targets: Self.targets, parameters: p)
+        for m in [60, 61, 1000] {
+            var capped = p
+            capped.treeSamples = m
+            #expect(try RandomForest.fit(features: Self.features, targets: Self.targets, parameters: capped) == plain)
+        }
+    }
+
     /// A sample is out of bag for a tree with probability (1 − 1/n)^n = (59/60)^60 = 0.3648 (n = 60);
     /// over 400 trees × 60 samples the share is within 0.02 of it.
     @Test func outOfBagShareIsAboutOneOverE() throws {

@@ -19,7 +19,7 @@ import TweetoscopeCore
     static func learn(_ batches: [[Message]], extra: [String: OptionValue] = [:]) async throws
         -> (models: [Model], counters: [String: Int])
     {
-        var options: [String: OptionValue] = ["mode": .string("course"), "refit_every": .int(20), "trees": .int(25),
+        var options: [String: OptionValue] = ["mode": .string("course"), "refit_every": .int(20), "refit_growth": .double(0), "trees": .int(25),
                                               "min_samples": .int(1)]
         for (k, v) in extra { options[k] = v }
         let r = try await runStage("learner", plugin: "learner", options: options,
@@ -38,6 +38,7 @@ import TweetoscopeCore
         let defaults = Dictionary(uniqueKeysWithValues: d.options.map { ($0.key, $0.defaultValue) })
         #expect(defaults["mode"] == .string("growth"))
         #expect(defaults["refit_every"] == .int(20))
+        #expect(defaults["refit_growth"] == .double(0.1))
         #expect(defaults["max_samples"] == .int(2000))
         #expect(defaults["max_windows"] == .int(64))
         #expect(defaults["trees"] == .int(100))
@@ -75,6 +76,17 @@ import TweetoscopeCore
         #expect(last.predict([0.0003, 0.2, 5]) == 1)
         #expect(last.predict([0.0003, 0.8, 5]) == 5)
         #expect(r.counters["samples"] == 40)
+    }
+
+    /// refit_growth 0.5, k = 10, min_samples 20, max_samples 40, 150 samples: refit points by
+    /// hand (step = 10·⌈⌈0.5·min(p, 40)⌉/10⌉): 20, +10 30, +20 50, then every 20: 70, 90, 110, 130,
+    /// 150; versions p/10; the window keeps the last 40 samples.
+    @Test func refitGrowthSpacesTheVersions() async throws {
+        let r = try await Self.learn([Self.courseSamples(150)],
+                                     extra: ["refit_every": .int(10), "refit_growth": .double(0.5),
+                                             "min_samples": .int(20), "max_samples": .int(40)])
+        #expect(r.models.map(\.version) == [2, 3, 5, 7, 9, 11, 13, 15])
+        #expect(r.models.map(\.samples) == [20, 30, 40, 40, 40, 40, 40, 40])
     }
 
     /// final_fit with a refit_every never reached (what `tweetoscoped evaluate` trains with): one

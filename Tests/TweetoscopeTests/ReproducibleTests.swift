@@ -72,6 +72,23 @@ import TweetoscopeCore
         #expect(o.samples.allSatisfy { $0.growth == 1.5 })
     }
 
+    /// refit_growth 1, k = 1, min_samples 1 (max_samples 8): the learner's refit points are 1, 2,
+    /// 4, 8 samples (RefitSchedule), so forecast i, preceded by i − 1 samples, uses versions
+    /// 0, 1, 2, 2, 4, 4, 4, 4, 8 (leaf ln v+1: forecasts 10·(v+1)); versions 3, 5, 6, 7 exist
+    /// (leaf ln 100) but are no refit points, so no forecast may use them.
+    @Test func sparseVersionsFollowTheRefitPoints() async throws {
+        var models = [0, 1, 2, 4, 8].map { Self.leafModel(version: $0, value: log(Double($0 + 1))) }
+        models += [3, 5, 6, 7].map { Self.leafModel(version: $0, value: log(100.0)) }
+        var batch: [Message] = []
+        for cid in 1...9 {
+            batch.append(Self.parameters(CascadeID(cid), seq: 2 * (cid - 1)))
+            batch.append(Self.size(CascadeID(cid), seq: 2 * (cid - 1) + 1, nTot: 15))
+        }
+        let o = try await PredictorTests.predictWithModels(models, [batch], mode: "growth",
+            extra: ["refit_every": .int(1), "min_samples": .int(1), "refit_growth": .double(1), "max_samples": .int(8)])
+        #expect(o.alerts.map(\.nTot).map { ($0 * 1e6).rounded() / 1e6 } == [10, 20, 30, 30, 50, 50, 50, 50, 90])
+    }
+
     /// With min_samples 4 and k 2, the forecast preceded by 2 samples still uses version 0.
     @Test func versionsBelowMinSamplesAreNotWaitedFor() async throws {
         let models = [Self.leafModel(version: 0, value: 0), Self.leafModel(version: 1, value: log(2.0))]
