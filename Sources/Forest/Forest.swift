@@ -328,7 +328,18 @@ struct TreeBuilder {
             stack.append(Work(node: r, lo: mid, hi: w.hi, depth: w.depth + 1))
             stack.append(Work(node: l, lo: w.lo, hi: mid, depth: w.depth + 1))
         }
-        return RegressionTree(feature: feature, threshold: threshold, left: left, right: right, value: value)
+        // Exact-size copies: the arrays grew by doubling, and a model keeps its trees for its life
+        // (up to half of each array was spare capacity; issue 17, memory).
+        return RegressionTree(feature: exactCopy(feature), threshold: exactCopy(threshold), left: exactCopy(left),
+                              right: exactCopy(right), value: exactCopy(value))
+    }
+
+    /// `a`'s elements in a buffer of exactly their count.
+    private func exactCopy<T>(_ a: [T]) -> [T] {
+        [T](unsafeUninitializedCapacity: a.count) { buffer, count in
+            _ = buffer.initialize(fromContentsOf: a)
+            count = a.count
+        }
     }
 
     /// Stably partitions every feature's range `lo..<hi` (slots and values) into the slots with
