@@ -173,6 +173,16 @@ struct SourceProcessor {
         return evicted
     }
 
+    /// ``process(_:touch:into:)`` and the change it made to the number of open cascades, in one
+    /// access to the processor.
+    @inline(__always)
+    mutating func processCounting(_ tweet: Tweet, touch: UInt64, into out: inout CollectorEmission)
+        -> (outcome: EventOutcome, opened: Int) {
+        let before = open.count
+        let outcome = process(tweet, touch: touch, into: &out)
+        return (outcome, open.count - before)
+    }
+
     /// Processes one event (its time is finite); `touch` is the engine's sequence number for it.
     mutating func process(_ tweet: Tweet, touch: UInt64, into out: inout CollectorEmission) -> EventOutcome {
         lastTouch = touch
@@ -430,10 +440,9 @@ struct CollectorEngine {
                 }
                 let p = processorIndex(tweet.source, context)
                 if let key { processors[p].noteOrigin(key) }
-                let before = processors[p].openCount
                 touches &+= 1
-                let outcome = processors[p].process(tweet, touch: touches, into: &out)
-                openCascades += processors[p].openCount - before
+                let (outcome, opened) = processors[p].processCounting(tweet, touch: touches, into: &out)
+                openCascades += opened
                 if openCascades > settings.maxOpenCascades { evictOldest(context) }
                 switch outcome {
                 case .accepted: break
