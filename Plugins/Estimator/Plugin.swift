@@ -102,6 +102,7 @@ final class EstimatorStage: Stage {
             failedFits[reason] = Counter(label: "tweetoscope_estimator_failed_fits_total",
                                          dimensions: context.metricDimensions + [("reason", reason)])
         }
+        let kernel = KernelTable()
         while let batch = await input.next() {
             let began = ContinuousClock.now
             let series = batch.compactMap { message -> Series? in
@@ -120,7 +121,8 @@ final class EstimatorStage: Stage {
                         cascade: s.cascade, msg: s.msg, tObs: s.tObs, nObs: fit.nObs,
                         nSupp: nSuppMeaning == .total ? Double(fit.nObs) + fit.nSupp : fit.nSupp, nSuppMeaning: nSuppMeaning,
                         p: fit.p, beta: fit.beta, nStar: fit.nStar, g1: fit.g1, seq: s.seq, t0: s.t0,
-                        features: SeriesFeatures.compute(times: s.times, magnitudes: s.magnitudes, tObs: Double(s.tObs)))))
+                        features: SeriesFeatures.compute(times: s.times, magnitudes: s.magnitudes, tObs: Double(s.tObs),
+                                                          kernel: kernel))))
                 case .failure(let error):
                     let reason = Self.reason(error)
                     context.counters.reject("fit_\(reason)")

@@ -92,6 +92,152 @@ protocol ByteSource: AnyObject {
 
 extension ByteFile: ByteSource {}
 
+/// Reads a byte source on a thread of its own, up to `depth` chunks of `chunkSize` bytes ahead
+/// of the reader, so that gzip decoding runs beside the parsing instead of before each chunk of
+/// it (issue 17: zlib was ~6 % of the replay's CPU, all of it on the load's critical path).
+/// The reader gets the same bytes in the same order, and a read error after every byte read
+/// before it (where reading the source directly would have raised it). Memory: `depth` chunks.
+final class ReadAhead: ByteSource {
+    /// What the reading thread and the reader share, under `mutex`.
+    private final class Shared: @unchecked Sendable {
+        let source: any ByteSource
+        let chunkSize: Int
+        let depth: Int
+        let buffers: [UnsafeMutableRawPointer]
+        var lengths: [Int]
+        /// The next chunk the reader takes, and the number of chunks ready for it.
+        var head = 0
+        var filled = 0
+        /// Set by the thread once the source ended (with `error` if it failed).
+        var finished = false
+        var error: (any Error)?
+        /// Set by the reader when it stops reading (the thread returns).
+        var stopping = false
+        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+        init(_ source: any ByteSource, chunkSize: Int, depth: Int) {
+            self.source = source
+            self.chunkSize = chunkSize
+            self.depth = depth
+            buffers = (0..<depth).map { _ in .allocate(byteCount: chunkSize, alignment: 64) }
+            lengths = Array(repeating: 0, count: depth)
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(changed, nil)
+        }
+
+        deinit {
+            for b in buffers { b.deallocate() }
+            pthread_cond_destroy(changed)
+            pthread_mutex_destroy(mutex)
+            changed.deallocate()
+            mutex.deallocate()
+        }
+
+        /// The thread's loop: fills free chunks in turn until the source ends or fails.
+        func produce() {
+            var tail = 0
+            while true {
+                pthread_mutex_lock(mutex)
+                while filled == depth && !stopping { pthread_cond_wait(changed, mutex) }
+                let stop = stopping
+                pthread_mutex_unlock(mutex)
+                if stop { return }
+                // Chunk `tail` is free: the reader only touches chunks counted in `filled`.
+                var n = 0
+                var ended = false
+                var failure: (any Error)?
+                do {
+                    while n < chunkSize {
+                        let got = try source.read(into: buffers[tail] + n, count: chunkSize - n)
+                        if got == 0 { ended = true; break }
+                        n += got
+                    }
+                } catch {
+                    failure = error
+                }
+                pthread_mutex_lock(mutex)
+                if n > 0 {
+                    lengths[tail] = n
+                    filled += 1
+                    tail = (tail + 1) % depth
+                }
+                if ended || failure != nil {
+                    finished = true
+                    error = failure
+                }
+                pthread_cond_broadcast(changed)
+                pthread_mutex_unlock(mutex)
+                if ended || failure != nil { return }
+            }
+        }
+    }
+
+    private let shared: Shared
+    private var thread = pthread_t()
+    /// The chunk the reader is copying from (valid while `holding`), and its read position.
+    private var holding = false
+    private var current = 0
+    private var offset = 0
+    private var length = 0
+
+    private init(shared: Shared) { self.shared = shared }
+
+    /// `source` read ahead on a thread of its own; `source` itself when no thread can be started.
+    static func wrap(_ source: any ByteSource, chunkSize: Int = 1 << 20, depth: Int = 4) -> any ByteSource {
+        let reader = ReadAhead(shared: Shared(source, chunkSize: chunkSize, depth: depth))
+        let context = Unmanaged.passRetained(reader.shared).toOpaque()
+        let rc = pthread_create(&reader.thread, nil, { arg in
+            let shared = Unmanaged<Shared>.fromOpaque(arg!).takeRetainedValue()
+            shared.produce()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<Shared>.fromOpaque(context).release()
+            return source
+        }
+        return reader
+    }
+
+    deinit {
+        pthread_mutex_lock(shared.mutex)
+        shared.stopping = true
+        pthread_cond_broadcast(shared.changed)
+        pthread_mutex_unlock(shared.mutex)
+        pthread_join(thread, nil)
+    }
+
+    func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        guard count > 0 else { return 0 }
+        if !holding || offset == length {
+            pthread_mutex_lock(shared.mutex)
+            if holding {
+                // The chunk is used up: hand it back to the thread.
+                holding = false
+                shared.head = (shared.head + 1) % shared.depth
+                shared.filled -= 1
+                pthread_cond_broadcast(shared.changed)
+            }
+            while shared.filled == 0 && !shared.finished { pthread_cond_wait(shared.changed, shared.mutex) }
+            guard shared.filled > 0 else {
+                let error = shared.error
+                pthread_mutex_unlock(shared.mutex)
+                if let error { throw error }
+                return 0
+            }
+            holding = true
+            current = shared.head
+            length = shared.lengths[current]
+            offset = 0
+            pthread_mutex_unlock(shared.mutex)
+        }
+        let n = min(count, length - offset)
+        buffer.copyMemory(from: shared.buffers[current] + offset, byteCount: n)
+        offset += n
+        return n
+    }
+}
+
 /// One line of a ``LineReader``: its bytes without the terminator (`\n` or `\r\n`) and its
 /// 1-based number. A line longer than the reader's limit is `oversized`: `bytes` then holds only
 /// its first ``LineReader/prefixBytes`` bytes and `length` its full length.

@@ -59,9 +59,14 @@ public struct ObservedCascade: Sendable, Hashable {
             guard m.isFinite else { throw .nonFiniteMark(index: i) }
             guard m >= 0 else { throw .negativeMark(index: i) }
         }
-        var rel = [Double](repeating: 0, count: n)
-        for i in 0..<n { rel[i] = times[i] - t0 }
-        self.times = rel
+        if t0 == 0 && t0.sign == .plus && n == times.count {
+            // Already relative (the collector's series): x − (+0) is x exactly, so share the array.
+            self.times = times
+        } else {
+            var rel = [Double](repeating: 0, count: n)
+            for i in 0..<n { rel[i] = times[i] - t0 }
+            self.times = rel
+        }
         self.marks = n == marks.count ? marks : Array(marks[0..<n])
         self.observationEnd = observationEnd - t0
     }

@@ -107,6 +107,32 @@ private func close(_ a: Double, _ b: Double, _ rel: Double) -> Bool { abs(a - b)
         #expect(even["share_first_quarter"] == 0.75 && even["share_after_half"] == 0)
     }
 
+    /// Series longer than the estimator's selection cut-off (it picks the median by selection,
+    /// not by a sort): the median and max equal those of the test's own sort of the marks, for
+    /// odd and even counts, with many ties, an adversarial sawtooth and an already-sorted run.
+    @Test func medianAndMaxOfLongSeriesMatchASort() async throws {
+        var rng = SplitMix64(seed: 17)
+        let shapes: [(String, (Int) -> Double)] = [
+            ("random with ties", { _ in Double(rng.next(below: 50)) }),
+            ("sawtooth", { i in Double(i % 7 == 0 ? 3000 - i : i % 13) }),
+            ("ascending", { i in Double(i) }),
+            ("descending", { i in Double(5000 - i) }),
+            ("constant", { _ in 3 }),
+        ]
+        for (name, mark) in shapes {
+            for n in [17, 100, 101, 1000, 2001] {
+                let marks = (0..<n).map(mark)
+                let times = (0..<n).map { Double($0 * 1800 / n) }
+                let f = try await features(times, marks, tObs: 3600)
+                let sorted = marks.sorted()
+                let median = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+                #expect(f["median_m"] == median, "\(name), n = \(n)")
+                #expect(f["max_m"] == sorted[n - 1], "\(name), n = \(n)")
+                #expect(f["sum_m"] == marks.reduce(0, +), "\(name), n = \(n)")
+            }
+        }
+    }
+
     /// SEISMIC on 3 events, t = [0, 100, 400] s, marks [10, 20, 30], T_obs = 600 s; s0 = 300,
     /// θ = 0.242, c = θ/(s0(1+θ)) = 0.242/372.6 = 6.4949007e-4 /s. Ages T − t = 600, 500, 200:
     ///   Φ(600) = 1 − 2^−0.242/1.242 = 1 − 0.8455723/1.242 = 0.3191850

@@ -322,10 +322,18 @@ public final class StreamStats: Sendable {
         // of the replay -> collector path); only window-keyed kinds go through a dictionary.
         var counts = [Int](repeating: 0, count: Self.kinds.count)
         var windows: [MessageKind: [Int: Int]] = [:]
-        for i in batch.indices {
-            let kind = batch[i].kind
-            counts[Self.index(kind)] += 1
-            if kind != .tweet, let w = batch[i].tObs { windows[kind, default: [:]][w, default: 0] += 1 }
+        // Tweets (the bulk) are recognised by their case alone, read in place: `kind` copied
+        // every message first (~1.5 % of the replay -> collector path).
+        batch.withUnsafeBufferPointer { messages in
+            for i in messages.indices {
+                if case .tweet = messages[i] {
+                    counts[0] += 1
+                    continue
+                }
+                let kind = messages[i].kind
+                counts[Self.index(kind)] += 1
+                if let w = messages[i].tObs { windows[kind, default: [:]][w, default: 0] += 1 }
+            }
         }
         state.withLock { s in
             for (i, n) in counts.enumerated() where n > 0 { s.byKind[Self.kinds[i], default: 0] += n }
