@@ -121,6 +121,8 @@ final class KafkaSource: Stage {
         var coerced = 0
         /// Partitions from which tweets carrying an origin were decoded.
         var tweetPartitions: Set<Int32> = []
+        /// Per partition, the offset after the last tweet carrying an origin (handed to the holders).
+        var tweetNext: [Int32: Int64] = [:]
         /// Whether some message is not a tweet (deduplication and the holders' bookkeeping of
         /// sizes and parameters then need a pass over the messages).
         var hasOtherKinds = false
@@ -172,6 +174,7 @@ final class KafkaSource: Stage {
                             chunk.tweetPartitions.insert(record.partition)
                             lastTweetPartition = record.partition
                         }
+                        chunk.tweetNext[record.partition] = max(chunk.tweetNext[record.partition] ?? 0, record.offset + 1)
                     case .size(var size):
                         size.origin = origin
                         m = .size(size)
@@ -210,7 +213,7 @@ final class KafkaSource: Stage {
                 duplicates += 1
                 continue
             }
-            if let origin { commits.tweetHanded(origin.partition) }
+            if let origin { commits.tweetHanded(origin.partition, next: origin.offset + 1) }
             messages.swapAt(kept, i)
             kept += 1
         }
@@ -288,7 +291,7 @@ final class KafkaSource: Stage {
             var duplicates = 0, coercedMsgs = 0
             for c in chunks.indices {
                 coercedMsgs += chunks[c].coerced
-                for p in chunks[c].tweetPartitions { commits.tweetHanded(p) }
+                for p in chunks[c].tweetPartitions { commits.tweetHanded(p, next: chunks[c].tweetNext[p] ?? 0) }
                 for f in chunks[c].failures { skip(rejected, polled.records[f.index], f.reason, f.text) }
                 if chunks[c].hasOtherKinds {
                     duplicates += deduplicateAndNote(&chunks[c].messages, recent: &recent, commits: commits)
@@ -445,6 +448,9 @@ final class CommitPolicy {
     private var assignedAt: [TopicPartition: Int] = [:]
     /// Partitions (of the current assignment) from which tweets were handed to the holders.
     private var withTweets: Set<Int32> = []
+    /// Per such partition, the offset after the last record handed to the holders: records
+    /// after it were dropped by the source (duplicates delivered again), never seen by a holder.
+    private var handedToHolders: [Int32: Int64] = [:]
     /// The offsets last committed, to commit only changes.
     private var committed: [TopicPartition: Int64] = [:]
     /// When every target was last committed again, changed or not (see ``due(handed:)``).
@@ -468,12 +474,28 @@ final class CommitPolicy {
         ledger?.assign(Dictionary(uniqueKeysWithValues: mine.map { ($0.key.partition, $0.value) }))
         let keep: (TopicPartition) -> Bool = { mine[$0] != nil && !restarted.contains($0) }
         withTweets = withTweets.filter { keep(TopicPartition(topic: self.topic, partition: $0)) }
+        handedToHolders = handedToHolders.filter { keep(TopicPartition(topic: self.topic, partition: $0.key)) }
         handed = handed.filter { keep($0.key) }
         committed = committed.filter { keep($0.key) }
         self.assignedAt = mine
     }
 
-    func tweetHanded(_ partition: Int32) { withTweets.insert(partition) }
+    /// Notes a record handed to the holders (`next`: the offset after it).
+    func tweetHanded(_ partition: Int32, next: Int64) {
+        withTweets.insert(partition)
+        handedToHolders[partition] = max(handedToHolders[partition] ?? 0, next)
+    }
+
+    /// A holder's release as far as this source is concerned: when the holders need nothing
+    /// (keepFrom = processed) and have processed every record handed to them, the records read
+    /// after those (`next`: dropped by the source as duplicates) are released too. Without it a
+    /// tail of re-delivered duplicates was never committed (the predict daemon's properties
+    /// group kept a lag equal to the duplicates after a broker restart: issue 17, test_crash).
+    private func releasedUpTo(_ held: OffsetLedger.HeldPosition, partition: Int32, next: Int64) -> OffsetLedger.HeldPosition {
+        guard held.keepFrom >= held.processed, held.processed >= (handedToHolders[partition] ?? .max) else { return held }
+        return OffsetLedger.HeldPosition(keepFrom: max(held.keepFrom, next), processed: max(held.processed, next),
+                                         assignedAt: held.assignedAt)
+    }
 
     /// The offset to commit per partition now.
     func targets(handed: [TopicPartition: Int64]) -> [TopicPartition: Int64] {
@@ -484,7 +506,7 @@ final class CommitPolicy {
             if !withTweets.contains(tp.partition) {
                 result[tp] = next
             } else if let held = released[tp.partition] {
-                result[tp] = min(held.keepFrom, next)
+                result[tp] = min(releasedUpTo(held, partition: tp.partition, next: next).keepFrom, next)
             }
         }
         return result
@@ -512,7 +534,8 @@ final class CommitPolicy {
         let positions = ledger.committable()
         return handed.allSatisfy { tp, next in
             guard withTweets.contains(tp.partition) else { return true }
-            guard let held = positions[tp.partition] else { return false }
+            guard let raw = positions[tp.partition] else { return false }
+            let held = releasedUpTo(raw, partition: tp.partition, next: next)
             return (released ? held.keepFrom : held.processed) >= next
         }
     }
