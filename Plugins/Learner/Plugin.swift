@@ -88,11 +88,9 @@ final class LearnerStage: Stage {
 
     let mode: String
     let featureCount: Int
-    let refitEvery: Int
+    /// The refit points (`refit_every`, `refit_growth`, `min_samples`, `max_samples`).
     let schedule: RefitSchedule
-    let maxSamples: Int
     let maxWindows: Int
-    let minSamples: Int
     let stateDir: String
     let parameters: ForestParameters
     let finalFit: Bool
@@ -107,19 +105,9 @@ final class LearnerStage: Stage {
         featureCount = count
         finalFit = try options.bool("final_fit")
         shift = try options.bool("shift")
-        refitEvery = try options.int("refit_every")
-        guard refitEvery >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
-        maxSamples = try options.int("max_samples")
-        guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
+        schedule = try RefitSchedule(options: options)
         maxWindows = try options.int("max_windows")
         guard maxWindows >= 1 else { throw StageConfigError(option: "max_windows", "expected an integer >= 1") }
-        minSamples = try options.int("min_samples")
-        guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
-        let growth = try options.double("refit_growth")
-        guard growth == 0 || RefitSchedule.growthRange.contains(growth) else {
-            throw StageConfigError(option: "refit_growth", "expected 0 or a number in \(RefitSchedule.growthRange)")
-        }
-        schedule = RefitSchedule(every: refitEvery, growth: growth, minSamples: minSamples, maxSamples: maxSamples)
         stateDir = try options.string("state_dir")
         let seed = try options.int("seed")
         parameters = ForestParameters(
@@ -148,7 +136,7 @@ final class LearnerStage: Stage {
         let store = stateDir.isEmpty ? nil : LearnerStateStore(directory: stateDir, stage: context.name, mode: mode)
         var resumed = kept.withLock { $0.take() }
         if resumed == nil, let store {
-            let loaded = store.load(capacity: maxSamples, context: context)
+            let loaded = store.load(capacity: schedule.maxSamples, context: context)
             resumed = PausedLearner(windows: loaded.windows, versions: loaded.models.mapValues(\.version))
             // The restored models go out first: the predictor forecasts with them at once.
             let models = loaded.models.keys.sorted().map { Message.model(loaded.models[$0]!) }
@@ -218,11 +206,11 @@ final class LearnerStage: Stage {
                     continue
                 }
                 context.counters.add("samples")
-                var window = windows[s.tObs] ?? SampleWindow(capacity: maxSamples)
+                var window = windows[s.tObs] ?? SampleWindow(capacity: schedule.maxSamples)
                 window.append(s)
                 if schedule.fits(at: window.seen) {
                     let (x, y, g) = window.contents
-                    jobs.submit(FitJob(tObs: s.tObs, version: window.seen / refitEvery, seen: window.seen,
+                    jobs.submit(FitJob(tObs: s.tObs, version: window.seen / schedule.every, seen: window.seen,
                                        features: x, targets: y, growth: g))
                 }
                 windows[s.tObs] = window
@@ -234,7 +222,7 @@ final class LearnerStage: Stage {
                 let w = windows[tObs]!
                 guard w.seen > 0, !schedule.fits(at: w.seen) else { continue }
                 let (x, y, g) = sortedSamples(w.contents)
-                jobs.submit(FitJob(tObs: tObs, version: w.seen / refitEvery + 1, seen: w.seen,
+                jobs.submit(FitJob(tObs: tObs, version: w.seen / schedule.every + 1, seen: w.seen,
                                    features: x, targets: y, growth: g))
             }
         }

@@ -150,21 +150,13 @@ final class PredictorStage: Stage {
         guard mu.isFinite, mu > 0 else { throw StageConfigError(option: "mu", "expected a number > 0") }
         meanMark = mu * (alpha - 1) / (alpha - 2)
         nSuppMeaning = NSuppMeaning(rawValue: try options.string("n_supp")) ?? .supplementary
-        let k = try options.int("refit_every"), minSamples = try options.int("min_samples")
-        guard k >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
-        guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
-        let refitGrowth = try options.double("refit_growth"), maxSamples = try options.int("max_samples")
-        guard refitGrowth == 0 || RefitSchedule.growthRange.contains(refitGrowth) else {
-            throw StageConfigError(option: "refit_growth", "expected 0 or a number in \(RefitSchedule.growthRange)")
-        }
-        guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
+        let schedule = try RefitSchedule(options: options)
         let hold = try options.double("size_hold")
         guard hold.isFinite, hold >= 0 else { throw StageConfigError(option: "size_hold", "expected a number of seconds >= 0") }
         sizeHold = .nanoseconds(Int64(min(hold, 1e9) * 1e9))
         let wait = try options.double("model_wait")
         guard wait.isFinite, wait >= 0 else { throw StageConfigError(option: "model_wait", "expected a number of seconds >= 0") }
-        versions = VersionPolicy(schedule: RefitSchedule(every: k, growth: refitGrowth, minSamples: minSamples, maxSamples: maxSamples),
-                                 modelWait: .nanoseconds(Int64(wait * 1e9)))
+        versions = VersionPolicy(schedule: schedule, modelWait: .nanoseconds(Int64(wait * 1e9)))
     }
 
     func run(_ context: StageContext) async throws {

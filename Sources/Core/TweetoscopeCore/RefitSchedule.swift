@@ -103,3 +103,22 @@ public struct RefitSchedule: Sendable, Hashable {
         latestFit(atOrBefore: samples).map { $0 / every } ?? 0
     }
 }
+
+extension RefitSchedule {
+    /// The schedule of a stage's `refit_every`, `refit_growth`, `min_samples` and `max_samples`
+    /// options (the learner's, and the predictor's copies of them, checked equal by `validate`).
+    /// - Throws: ``StageConfigError`` naming the first option out of range.
+    public init(options: StageOptions) throws {
+        let every = try options.int("refit_every")
+        guard every >= 1 else { throw StageConfigError(option: "refit_every", "expected an integer >= 1") }
+        let maxSamples = try options.int("max_samples")
+        guard maxSamples >= 1 else { throw StageConfigError(option: "max_samples", "expected an integer >= 1") }
+        let minSamples = try options.int("min_samples")
+        guard minSamples >= 1 else { throw StageConfigError(option: "min_samples", "expected an integer >= 1") }
+        let growth = try options.double("refit_growth")
+        guard growth == 0 || Self.growthRange.contains(growth) else {
+            throw StageConfigError(option: "refit_growth", "expected 0 or a number in \(Self.growthRange)")
+        }
+        self.init(every: every, growth: growth, minSamples: minSamples, maxSamples: maxSamples)
+    }
+}
