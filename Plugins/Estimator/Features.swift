@@ -1,6 +1,7 @@
 // Features of an observed partial cascade beyond the Hawkes fit, sent with the parameters (wire
 // object `features`) for the predictor's `growth` mode.
 import Glibc
+import TweetoscopeCore
 
 /// Φ(T_obs − k) of the SEISMIC kernel for every whole second k in [0, T_obs], one table per
 /// window, built on first use: a window's series (times in whole seconds, as in Twitter data)
@@ -109,7 +110,7 @@ enum SeriesFeatures {
         } else {
             // Selection instead of a sort (the sort was ~5.6 % of the estimator configuration,
             // issue 17): the same order statistics, so the same values.
-            let upper = select(&marks, k / 2)
+            let upper = marks.withUnsafeMutableBufferPointer { selectOrderStatistic($0, k / 2) }
             median = k % 2 == 1 ? upper : (marks[0..<(k / 2)].max()! + upper) / 2
             maximum = largest
         }
@@ -126,47 +127,5 @@ enum SeriesFeatures {
         ]
         guard features.values.allSatisfy(\.isFinite) else { return nil }
         return features
-    }
-
-    /// The `r`-th smallest of `values` (0-based, `r < values.count`, no NaN), leaving every
-    /// smaller-or-equal element before index `r` and every larger-or-equal one after it
-    /// (quickselect, median-of-three pivots; a range that shrinks too slowly is sorted instead,
-    /// so the worst case stays O(n log n)).
-    static func select(_ values: inout [Double], _ r: Int) -> Double {
-        values.withUnsafeMutableBufferPointer { v in
-            var lo = 0, hi = v.count - 1
-            var rounds = 0
-            while hi > lo {
-                rounds += 1
-                if rounds > 64 || hi - lo < 16 {
-                    v[lo...hi].sort()
-                    break
-                }
-                let mid = lo + (hi - lo) / 2
-                if v[mid] < v[lo] { v.swapAt(mid, lo) }
-                if v[hi] < v[lo] { v.swapAt(hi, lo) }
-                if v[hi] < v[mid] { v.swapAt(hi, mid) }
-                let pivot = v[mid]
-                var i = lo, j = hi
-                while i <= j {
-                    while v[i] < pivot { i += 1 }
-                    while pivot < v[j] { j -= 1 }
-                    if i <= j {
-                        v.swapAt(i, j)
-                        i += 1
-                        j -= 1
-                    }
-                }
-                // Now v[lo...j] <= pivot <= v[i...hi], and v[j+1..<i] == pivot.
-                if r <= j {
-                    hi = j
-                } else if r >= i {
-                    lo = i
-                } else {
-                    break
-                }
-            }
-            return v[r]
-        }
     }
 }

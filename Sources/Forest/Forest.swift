@@ -245,8 +245,13 @@ struct TreeBuilder {
         scratch = Scratch(n: data.n, d: data.d)
     }
 
-    /// Whether sample `i` was drawn into the bootstrap sample of the latest tree built.
-    @inline(__always) func drawn(_ i: Int) -> Bool { scratch.start[i + 1] != scratch.start[i] }
+    /// The samples a tree draws into its `m` bootstrap slots, `body(slot, sample)` in slot order:
+    /// the first `m` draws of its generator. ``RandomForest/fitWithOutOfBag(features:targets:parameters:threads:)``
+    /// replays them from the tree's seed to find its out-of-bag samples.
+    @inline(__always)
+    static func drawBootstrap(_ rng: inout Xoshiro256StarStar, n: Int, m: Int, _ body: (_ slot: Int, _ sample: Int) -> Void) {
+        for k in 0..<m { body(k, rng.below(n)) }
+    }
 
     private struct Work {
         var node: Int
@@ -261,7 +266,11 @@ struct TreeBuilder {
         let sampleOf = sc.sampleOf, start = sc.start, fill = sc.fill, slots = sc.slots, ys = sc.ys
         let order = sc.order, values = sc.values
         // Bootstrap slots, then each feature's order over the slots.
-        for k in 0..<m { sampleOf[k] = Int32(parameters.bootstrap ? rng.below(n) : k) }
+        if parameters.bootstrap {
+            Self.drawBootstrap(&rng, n: n, m: m) { k, i in sampleOf[k] = Int32(i) }
+        } else {
+            for k in 0..<m { sampleOf[k] = Int32(k) }
+        }
         for i in 0...n { start[i] = 0 }
         for k in 0..<m { start[Int(sampleOf[k]) + 1] += 1 }
         for i in 0..<n { start[i + 1] += start[i] }

@@ -80,17 +80,14 @@ extension RandomForest {
             return OutOfBagFit(trees: trees, predictions: Array(repeating: nil, count: n), counts: Array(repeating: 0, count: n))
         }
         // Out-of-bag sums, per sample in tree order (so the same bits whatever `threads`): which
-        // samples a tree drew is replayed from its seed (the first draws of its generator, as
-        // `TreeBuilder.build` makes them), one bit per sample, instead of keeping every tree's
+        // samples a tree drew is replayed from its seed (`TreeBuilder.drawBootstrap`, as `build`
+        // draws them), one bit per sample, instead of keeping every tree's
         // out-of-bag list (issue 17: those lists grew with the window, 3 MB at 2,000 samples).
         let m = parameters.slotsPerTree(n), words = (n + 63) / 64
         var drawnBits = [UInt64](repeating: 0, count: parameters.trees * words)
         for t in 0..<parameters.trees {
             var rng = Xoshiro256StarStar(seed: seeds[t])
-            for _ in 0..<m {
-                let i = rng.below(n)
-                drawnBits[t * words + i >> 6] |= 1 << UInt64(i & 63)
-            }
+            TreeBuilder.drawBootstrap(&rng, n: n, m: m) { _, i in drawnBits[t * words + i >> 6] |= 1 << UInt64(i & 63) }
         }
         var sums = [Double](repeating: 0, count: n)
         var counts = [Int](repeating: 0, count: n)
@@ -234,27 +231,4 @@ extension OutOfBagFit {
         }
         return best
     }
-}
-
-/// The `k`-th smallest value of `a` (0-based), by quickselect (Hoare partition, median-of-three
-/// pivot); `a` is reordered so that `a[..<k]` holds values `<=` the result. Not NaN-safe: the
-/// values must be comparable (no NaN). - Precondition: `0 <= k < a.count`.
-func selectOrderStatistic(_ a: UnsafeMutableBufferPointer<Double>, _ k: Int) -> Double {
-    var lo = 0, hi = a.count - 1
-    while lo < hi {
-        let x = a[lo], y = a[(lo + hi) / 2], z = a[hi]
-        let pivot = max(min(x, y), min(max(x, y), z))
-        var i = lo, j = hi
-        while i <= j {
-            while a[i] < pivot { i += 1 }
-            while a[j] > pivot { j -= 1 }
-            if i <= j {
-                a.swapAt(i, j)
-                i += 1
-                j -= 1
-            }
-        }
-        if k <= j { hi = j } else if k >= i { lo = i } else { break }
-    }
-    return a[k]
 }
