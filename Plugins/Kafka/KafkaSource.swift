@@ -119,9 +119,8 @@ final class KafkaSource: Stage {
         var failures: [(index: Int, reason: String, text: String)] = []
         /// Messages whose `msg` was not a JSON string (counted `coerced_msg`).
         var coerced = 0
-        /// Partitions from which tweets carrying an origin were decoded.
-        var tweetPartitions: Set<Int32> = []
-        /// Per partition, the offset after the last tweet carrying an origin (handed to the holders).
+        /// Per partition from which tweets carrying an origin were decoded, the offset after the
+        /// last of them (they are handed to the holders).
         var tweetNext: [Int32: Int64] = [:]
         /// Whether some message is not a tweet (deduplication and the holders' bookkeeping of
         /// sizes and parameters then need a pass over the messages).
@@ -153,7 +152,12 @@ final class KafkaSource: Stage {
     static func decodeChunk(_ records: ArraySlice<ConsumedRecord>, ledger: OffsetLedger?, maxRecordBytes: Int) -> DecodedChunk {
         var chunk = DecodedChunk()
         chunk.messages.reserveCapacity(records.count)
-        var lastTweetPartition: Int32 = -1
+        // The current run of tweets of one partition (records come in runs per partition),
+        // noted in `tweetNext` when it ends: no dictionary access per tweet.
+        var run: (partition: Int32, next: Int64)?
+        func endRun() {
+            if let run { chunk.tweetNext[run.partition] = max(chunk.tweetNext[run.partition] ?? 0, run.next) }
+        }
         for i in records.indices {
             let record = records[i]
             switch decode(record, maxRecordBytes: maxRecordBytes) {
@@ -170,11 +174,11 @@ final class KafkaSource: Stage {
                     case .tweet(var tweet):
                         tweet.origin = origin
                         m = .tweet(tweet)
-                        if record.partition != lastTweetPartition {
-                            chunk.tweetPartitions.insert(record.partition)
-                            lastTweetPartition = record.partition
+                        if record.partition != run?.partition {
+                            endRun()
+                            run = (record.partition, 0)
                         }
-                        chunk.tweetNext[record.partition] = max(chunk.tweetNext[record.partition] ?? 0, record.offset + 1)
+                        run!.next = max(run!.next, record.offset + 1)
                     case .size(var size):
                         size.origin = origin
                         m = .size(size)
@@ -188,6 +192,7 @@ final class KafkaSource: Stage {
                 chunk.messages.append(m)
             }
         }
+        endRun()
         return chunk
     }
 
@@ -291,7 +296,7 @@ final class KafkaSource: Stage {
             var duplicates = 0, coercedMsgs = 0
             for c in chunks.indices {
                 coercedMsgs += chunks[c].coerced
-                for p in chunks[c].tweetPartitions { commits.tweetHanded(p, next: chunks[c].tweetNext[p] ?? 0) }
+                for (p, next) in chunks[c].tweetNext { commits.tweetHanded(p, next: next) }
                 for f in chunks[c].failures { skip(rejected, polled.records[f.index], f.reason, f.text) }
                 if chunks[c].hasOtherKinds {
                     duplicates += deduplicateAndNote(&chunks[c].messages, recent: &recent, commits: commits)
@@ -446,10 +451,9 @@ final class CommitPolicy {
     let topic: String
     private var generation = -1
     private var assignedAt: [TopicPartition: Int] = [:]
-    /// Partitions (of the current assignment) from which tweets were handed to the holders.
-    private var withTweets: Set<Int32> = []
-    /// Per such partition, the offset after the last record handed to the holders: records
-    /// after it were dropped by the source (duplicates delivered again), never seen by a holder.
+    /// Per partition (of the current assignment) from which records were handed to the holders,
+    /// the offset after the last of them: records after it were dropped by the source
+    /// (duplicates delivered again), never seen by a holder.
     private var handedToHolders: [Int32: Int64] = [:]
     /// The offsets last committed, to commit only changes.
     private var committed: [TopicPartition: Int64] = [:]
@@ -473,7 +477,6 @@ final class CommitPolicy {
         let restarted = Set(mine.filter { $0.value != self.assignedAt[$0.key] }.keys)
         ledger?.assign(Dictionary(uniqueKeysWithValues: mine.map { ($0.key.partition, $0.value) }))
         let keep: (TopicPartition) -> Bool = { mine[$0] != nil && !restarted.contains($0) }
-        withTweets = withTweets.filter { keep(TopicPartition(topic: self.topic, partition: $0)) }
         handedToHolders = handedToHolders.filter { keep(TopicPartition(topic: self.topic, partition: $0.key)) }
         handed = handed.filter { keep($0.key) }
         committed = committed.filter { keep($0.key) }
@@ -482,7 +485,6 @@ final class CommitPolicy {
 
     /// Notes a record handed to the holders (`next`: the offset after it).
     func tweetHanded(_ partition: Int32, next: Int64) {
-        withTweets.insert(partition)
         handedToHolders[partition] = max(handedToHolders[partition] ?? 0, next)
     }
 
@@ -503,7 +505,7 @@ final class CommitPolicy {
         let released = ledger.committable()
         var result: [TopicPartition: Int64] = [:]
         for (tp, next) in handed {
-            if !withTweets.contains(tp.partition) {
+            if handedToHolders[tp.partition] == nil {
                 result[tp] = next
             } else if let held = released[tp.partition] {
                 result[tp] = min(releasedUpTo(held, partition: tp.partition, next: next).keepFrom, next)
@@ -533,7 +535,7 @@ final class CommitPolicy {
         guard let ledger else { return true }
         let positions = ledger.committable()
         return handed.allSatisfy { tp, next in
-            guard withTweets.contains(tp.partition) else { return true }
+            guard handedToHolders[tp.partition] != nil else { return true }
             guard let raw = positions[tp.partition] else { return false }
             let held = releasedUpTo(raw, partition: tp.partition, next: next)
             return (released ? held.keepFrom : held.processed) >= next
