@@ -327,7 +327,7 @@ public final class StreamStats: Sendable {
         batch.withUnsafeBufferPointer { messages in
             for i in messages.indices {
                 if case .tweet = messages[i] {
-                    counts[0] += 1
+                    counts[Self.index(.tweet)] += 1
                     continue
                 }
                 let kind = messages[i].kind
