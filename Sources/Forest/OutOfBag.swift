@@ -212,10 +212,18 @@ extension OutOfBagFit {
         // Order: 0, +step, −step, +2 step, ... so that a tie keeps the smallest |c|, then the smaller c.
         for k in 0...(2 * steps) {
             let c = k == 0 ? 0 : (k % 2 == 1 ? 1.0 : -1.0) * Double((k + 1) / 2) * Self.shiftStep
+            // Errors at or below the best median so far: a shift with fewer than (n + 1)/2 of
+            // them has a larger median (odd n: the middle error is above it; even n: both middle
+            // ones are, and so is their mean), so it cannot win and its median is not computed
+            // (issue 17: most of the 1,001 shifts; the same shift is chosen).
+            var atMostBest = 0
             for (j, (p, y)) in pairs.enumerated() {
-                errors[j] = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
+                let e = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
+                errors[j] = e
+                if e <= bestMedian { atMostBest += 1 }
             }
             let n = errors.count
+            guard atMostBest >= (n + 1) / 2 else { continue }
             // The middle order statistics by selection (O(n)) rather than a sort: the same values.
             let median: Double = errors.withUnsafeMutableBufferPointer { e in
                 let upper = selectOrderStatistic(e, n / 2)
