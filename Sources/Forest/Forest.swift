@@ -175,13 +175,14 @@ struct TreeBuilder {
 
     /// Raw scratch memory of one builder (one tree at a time).
     final class Scratch {
-        let n: Int, d: Int
+        let n: Int, m: Int, d: Int
         /// Original sample of each bootstrap slot.
         let sampleOf: UnsafeMutablePointer<Int32>
         /// Target of each slot.
         let ys: UnsafeMutablePointer<Double>
         /// `order[f * m + k]`: slots sorted by feature f; a node owns `lo..<hi` of every feature
-        /// (m = slots per tree; the buffers are sized for n >= m).
+        /// (m = slots per tree: the per-slot buffers hold m, the per-sample ones n; issue 17,
+        /// memory: with `treeSamples` a window of 2,000 samples needs 200 slots, not 2,000).
         let order: UnsafeMutablePointer<Int32>
         /// `values[f * m + k]`: feature f of the slot `order[f * m + k]`.
         let values: UnsafeMutablePointer<Double>
@@ -194,20 +195,21 @@ struct TreeBuilder {
         let scratchValues: UnsafeMutablePointer<Double>
         let features: UnsafeMutablePointer<Int>
 
-        init(n: Int, d: Int) {
+        init(n: Int, m: Int, d: Int) {
             self.n = n
+            self.m = m
             self.d = d
-            sampleOf = .allocate(capacity: n)
-            ys = .allocate(capacity: n)
-            order = .allocate(capacity: n * d)
-            values = .allocate(capacity: n * d)
+            sampleOf = .allocate(capacity: m)
+            ys = .allocate(capacity: m)
+            order = .allocate(capacity: m * d)
+            values = .allocate(capacity: m * d)
             start = .allocate(capacity: n + 1)
             fill = .allocate(capacity: n)
-            slots = .allocate(capacity: n)
-            goesLeft = .allocate(capacity: n)
-            goesLeft.initialize(repeating: false, count: n)
-            scratchSlots = .allocate(capacity: n)
-            scratchValues = .allocate(capacity: n)
+            slots = .allocate(capacity: m)
+            goesLeft = .allocate(capacity: m)
+            goesLeft.initialize(repeating: false, count: m)
+            scratchSlots = .allocate(capacity: m)
+            scratchValues = .allocate(capacity: m)
             features = .allocate(capacity: d)
         }
 
@@ -242,7 +244,7 @@ struct TreeBuilder {
         tried = parameters.featuresPerSplit(data.d)
         m = parameters.slotsPerTree(data.n)
         self.sorted = sorted ?? Self.ranks(data)
-        scratch = Scratch(n: data.n, d: data.d)
+        scratch = Scratch(n: data.n, m: m, d: data.d)
     }
 
     /// The samples a tree draws into its `m` bootstrap slots, `body(slot, sample)` in slot order:
