@@ -13,7 +13,7 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 }
 
 /// Messages per batch sent downstream.
-let batchSize = 4096
+let batchSize = 1024
 
 /// The optional dead-letter port of the sources.
 let rejectedPort = PortSpec(
