@@ -343,8 +343,9 @@ fileprivate let threeCascadesData: [CascadeID: [(t: Double, m: Double)]] = [
         output.finish()
         var received = 0
         while let batch = await collector.next() { received += batch.count }
-        #expect(received == 4096)  // one full batch, then the stop request is seen
-        #expect(context.counters["events"] == 4096)
+        // One full batch (the replay's 1,024 tweets), then the stop request is seen.
+        #expect(received == 1024)
+        #expect(context.counters["events"] == 1024)
     }
 
     @Test func embeddedSampleReplaysEveryEvent() async throws {
