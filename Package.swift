@@ -58,6 +58,8 @@ let package = Package(
                        providers: [.apt(["libsystemd-dev"])]),
         // Blocks SIGHUP/SIGINT/SIGTERM before main (a constructor of the executable).
         .target(name: "CEarlySignals", path: "Sources/CEarlySignals"),
+        // glibc malloc options set before main (a constructor of the executable; issue 17).
+        .target(name: "CEarlyMalloc", path: "Sources/CEarlyMalloc"),
         .target(name: "Hawkes", path: "Sources/Hawkes", swiftSettings: swift6),
         .target(name: "Forest", dependencies: [core], path: "Sources/Forest", swiftSettings: swift6),
         .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
@@ -69,7 +71,7 @@ let package = Package(
                 path: "Sources/TweetoscopeRuntime", swiftSettings: swift6),
         .executableTarget(
             name: "tweetoscoped",
-            dependencies: ["TweetoscopeRuntime", "CEarlySignals", "Forest",
+            dependencies: ["TweetoscopeRuntime", "CEarlySignals", "CEarlyMalloc", "Forest",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/tweetoscoped", swiftSettings: swift6,
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/tweetoscope"])]),

@@ -1,5 +1,6 @@
 // The `tweetoscoped` command line: run (default), validate, graph, tap, plugins, top, version.
 import ArgumentParser
+import CEarlyMalloc
 import CEarlySignals
 import Glibc
 import TweetoscopeCore
@@ -60,22 +61,6 @@ func loadOrExit(_ options: ConfigOptions) throws -> PipelineConfig {
     }
 }
 
-/// Keeps freed message batches' memory in malloc's arenas for reuse instead of handing it back
-/// to the kernel at once. A replay batch (4,096 tweets, ~0.7 MB) was otherwise mapped afresh and
-/// page-faulted page by page at every batch (issue 17: ~15 % of the event path's CPU; page faults
-/// of a SEISMIC run 39 k -> 11 k): allocations under 4 MiB come from the arenas, and an arena
-/// keeps up to 32 MiB of free memory before trimming. An operator's own `GLIBC_TUNABLES` for
-/// malloc take precedence.
-func tuneMalloc() {
-    if let tunables = getenv("GLIBC_TUNABLES"), String(cString: tunables).contains("glibc.malloc.") { return }
-    // mallopt(3) is glibc's (malloc.h, which the Glibc module does not export).
-    typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
-    guard let symbol = dlsym(nil, "mallopt") else { return }  // nil: RTLD_DEFAULT
-    let mallopt = unsafeBitCast(symbol, to: MallOpt.self)
-    _ = mallopt(-3, 4 << 20)  // M_MMAP_THRESHOLD
-    _ = mallopt(-1, 32 << 20)  // M_TRIM_THRESHOLD
-}
-
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the pipeline (the default command).")
 
@@ -85,7 +70,6 @@ struct Run: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
-        tuneMalloc()
         // The metrics backend must be installed before the stages are built (validation builds
         // them): a quick look at the daemon settings first.
         if ConfigLoader.peekSettings(options.sources)?.metrics != nil {
@@ -108,7 +92,11 @@ struct Run: AsyncParsableCommand {
                 : StderrLogHandler(label: label, level: chosen)
         }
         let logger = Logger(label: "tweetoscoped")
-        logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: ["config": .string(config.file)])
+        logger.info("tweetoscoped \(tweetoscopeVersion) starting", metadata: [
+            "config": .string(config.file),
+            // CEarlyMalloc's options, or the operator's GLIBC_TUNABLES.
+            "malloc": .string(tweetoscope_malloc_tuned() != 0 ? "one arena, mmap above 4 MiB, trim above 32 MiB" : "GLIBC_TUNABLES"),
+        ])
         var metrics: RuntimeMetrics?
         var server: MetricsServer?
         if let settings = config.settings.metrics {
