@@ -12,7 +12,9 @@ struct Train: ParsableCommand {
         discussion: """
             The samples are JSON lines of `sample` messages (the predictor's `samples` stream, as the `file` \
             sink writes it). Each window's samples are sorted by cascade id (then X, W) so the model does not \
-            depend on the order of the file; the forest is the learner's (same options, same defaults), and each \
+            depend on the order of the file; the forest is the learner's (same options and defaults, but for \
+            --tree-samples: an offline fit draws as many samples per tree as the window holds unless told \
+            otherwise, where the online learner bounds its refits' cost with tree_samples 200), and each \
             model carries its out-of-bag residuals (log(true/forecast)) for the predictor's prediction intervals. \
             The output is sorted by T_obs and byte-identical for the same samples and options. A line that is not \
             a valid sample is an error naming the file and line (exit 65).
@@ -26,6 +28,8 @@ struct Train: ParsableCommand {
     @Option(help: "Largest depth of a tree (root = 0).") var maxDepth: Int = 16
     @Option(help: "Fewest bootstrap samples in a leaf.") var minSamplesLeaf: Int = 3
     @Option(help: "Fraction of the features tried at each split, in (0, 1].") var maxFeatures: Double = 0.8
+    @Option(help: "Bootstrap draws per tree, at most (the learner's tree_samples); 0 = as many as the window's samples.")
+    var treeSamples: Int = 0
     @Option(help: "Random seed.") var seed: Int = 0
 
     func run() throws {
@@ -36,7 +40,8 @@ struct Train: ParsableCommand {
         default: throw ValidationError("--mode: expected none, course or growth")
         }
         let parameters = ForestParameters(trees: trees, maxDepth: maxDepth, minSamplesLeaf: minSamplesLeaf,
-                                          maxFeatures: maxFeatures, bootstrap: true, seed: UInt64(bitPattern: Int64(seed)))
+                                          maxFeatures: maxFeatures, bootstrap: true, treeSamples: treeSamples,
+                                          seed: UInt64(bitPattern: Int64(seed)))
         do { try parameters.validate() } catch { throw ValidationError("\(error)") }
 
         guard let f = fopen(samples, "rb") else {
