@@ -542,3 +542,33 @@ public enum Message: Sendable, Hashable {
         }
     }
 }
+
+/// The fields of a tweet that copy without reference counting, read in place by
+/// ``Message/tweetScalars(at:)``.
+public struct TweetScalars: Sendable, Hashable {
+    public var kind: Tweet.Kind
+    /// Time in seconds on the source's clock.
+    public var time: Double
+    /// Follower count of the (re)tweeting user.
+    public var magnitude: Double
+    public var source: SourceID
+    /// The cascade id when it is an integer (``CascadeID/number``), nil for a string id.
+    public var cascadeNumber: Int64?
+    /// Whether the tweet carries a ``RecordOrigin``.
+    public var hasOrigin: Bool
+}
+
+extension Message {
+    /// The scalar fields of the tweet at `message`, nil when it is not a tweet. Reads them in
+    /// place: matching `case .tweet(let t)` on an element of a batch outside this module copies
+    /// the whole message and then the tweet (~7 % of the replay -> collector path, issue 17).
+    public static func tweetScalars(at message: UnsafePointer<Message>) -> TweetScalars? {
+        switch message.pointee {
+        case .tweet(let t):
+            return TweetScalars(kind: t.kind, time: t.time, magnitude: t.magnitude, source: t.source,
+                                cascadeNumber: t.cascade.number, hasOrigin: t.origin != nil)
+        default:
+            return nil
+        }
+    }
+}
