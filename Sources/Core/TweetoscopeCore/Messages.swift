@@ -489,16 +489,20 @@ public enum MessageKind: String, Sendable, Hashable, CaseIterable, CustomStringC
 }
 
 /// Any message of the pipeline.
+///
+/// Every case but `tweet` (the bulk of the traffic) is boxed (`indirect`): a message is as large
+/// as its largest inline payload, and the parameters' 170 bytes made every tweet message 176
+/// bytes to build, copy and destroy (issue 17); the other kinds are a few per cascade.
 public enum Message: Sendable, Hashable {
     case tweet(Tweet)
-    case series(Series)
-    case size(CascadeSize)
-    case parameters(CascadeParameters)
-    case sample(Sample)
-    case model(Model)
-    case alert(Alert)
-    case stat(Stat)
-    case log(LogRecord)
+    indirect case series(Series)
+    indirect case size(CascadeSize)
+    indirect case parameters(CascadeParameters)
+    indirect case sample(Sample)
+    indirect case model(Model)
+    indirect case alert(Alert)
+    indirect case stat(Stat)
+    indirect case log(LogRecord)
 
     public var kind: MessageKind {
         switch self {
