@@ -217,7 +217,16 @@ final class ReplaySource: Stage {
         var stopped = false
         var batch: [Message] = []
         batch.reserveCapacity(batchSize)
-        replay: while let t = replay.nextTime {
+        if timeAcceleration == 0 {
+            // As fast as possible: whole batches at a time, checking for a stop between batches.
+            while replay.nextTime != nil {
+                try replay.fill(&batch, upTo: batchSize)
+                if !batch.isEmpty { lastTime = replay.lastEmitted }
+                sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+                if context.stopRequested || Task.isCancelled { stopped = true; break }
+            }
+        }
+        replay: while timeAcceleration > 0, let t = replay.nextTime {
             if timeAcceleration > 0 {
                 let offset = min(t / timeAcceleration, 1e9)  // seconds; capped so the conversion cannot trap
                 let due = wallStart + .nanoseconds(Int64((offset * 1e9).rounded(.down)))
@@ -232,7 +241,7 @@ final class ReplaySource: Stage {
                 }
             }
             lastTime = t
-            batch.append(.tweet(try replay.next()))
+            try replay.next(into: &batch)
             if batch.count >= batchSize {
                 sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
                 if context.stopRequested || Task.isCancelled { stopped = true; break }

@@ -136,13 +136,25 @@ struct SourceScheduler {
     /// Emits the earliest event of this source and schedules what follows it.
     /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
     mutating func emit(_ data: Dataset) throws -> Tweet {
+        var one: [Message] = []
+        try emit(data, into: &one)
+        guard case .tweet(let tweet) = one[0] else { preconditionFailure("the replay emits tweets") }
+        return tweet
+    }
+
+    /// Appends the earliest event of this source to `batch` and schedules what follows it.
+    /// The tweet is built in the batch's append: built apart and returned, it was copied twice
+    /// and destroyed once on its way to the batch (issue 17).
+    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
+    @inline(__always)
+    mutating func emit(_ data: Dataset, into batch: inout [Message]) throws {
         let top = heap.min!
         let s = Int(top.payload)
         now = top.time
         let k = slots[s].next
-        let tweet = Tweet(kind: k == 0 ? .tweet : .retweet, msg: slots[s].rows.messages?[k] ?? "None", time: top.time,
-                          magnitude: slots[s].rows.magnitudes[k], source: id, cascade: data.ids[slots[s].cascade],
-                          info: slots[s].info)
+        batch.append(.tweet(Tweet(kind: k == 0 ? .tweet : .retweet, msg: slots[s].rows.messages?[k] ?? "None",
+                                  time: top.time, magnitude: slots[s].rows.magnitudes[k], source: id,
+                                  cascade: data.ids[slots[s].cascade], info: slots[s].info)))
         if k + 1 < slots[s].rows.times.count {
             slots[s].next = k + 1
             heap.replaceMin(.init(time: slots[s].start + slots[s].rows.times[k + 1], tie: top.tie, payload: top.payload))
@@ -150,7 +162,6 @@ struct SourceScheduler {
             heap.popMin()
             try startNext(slot: s, data: data)
         }
-        return tweet
     }
 }
 
@@ -161,6 +172,8 @@ struct MergedReplay {
     let data: Dataset
     /// Cascades selected for the replay (after `limit`).
     let cascades: Int
+    /// Source-clock time of the latest event ``fill(_:upTo:)`` appended (0 before the first).
+    private(set) var lastEmitted = 0.0
 
     /// - Throws: ``ReplayError`` for an I/O error reading the first cascades.
     init(data: Dataset, plan: ReplayPlan) throws {
@@ -197,15 +210,43 @@ struct MergedReplay {
     /// The next event in (time, source) order; call only when `nextTime` is not nil.
     /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
     mutating func next() throws -> Tweet {
+        var one: [Message] = []
+        try next(into: &one)
+        guard case .tweet(let tweet) = one[0] else { preconditionFailure("the replay emits tweets") }
+        return tweet
+    }
+
+    /// Appends the next event in (time, source) order to `batch`; call only when `nextTime` is not nil.
+    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
+    mutating func next(into batch: inout [Message]) throws {
         let top = heap.min!
         let s = Int(top.payload)
-        let tweet = try sources[s].emit(data)
+        try sources[s].emit(data, into: &batch)
         if let t = sources[s].nextTime {
             heap.replaceMin(.init(time: t, tie: top.tie, payload: top.payload))
         } else {
             heap.popMin()
         }
-        return tweet
+    }
+
+    /// Appends events in (time, source) order to `batch` until it holds `count` messages or the
+    /// replay ends. The sources are reached through one buffer for the whole batch (each
+    /// access through the array checked its uniqueness).
+    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
+    mutating func fill(_ batch: inout [Message], upTo count: Int) throws {
+        let data = self.data
+        try sources.withUnsafeMutableBufferPointer { sources in
+            while batch.count < count, let top = heap.min {
+                let s = Int(top.payload)
+                lastEmitted = top.time
+                try sources[s].emit(data, into: &batch)
+                if let t = sources[s].nextTime {
+                    heap.replaceMin(.init(time: t, tie: top.tie, payload: top.payload))
+                } else {
+                    heap.popMin()
+                }
+            }
+        }
     }
 
     var cascadesStarted: Int { sources.reduce(0) { $0 + $1.cascadesStarted } }

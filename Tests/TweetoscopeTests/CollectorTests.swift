@@ -114,6 +114,49 @@ import TweetoscopeCore
         #expect(!r.counters.keys.contains { $0.hasPrefix("rejected.") })
     }
 
+    /// `Message.tweetScalars(at:)` reads a tweet's scalar fields in place; other messages give nil.
+    @Test func tweetScalarsReadTheTweetInPlace() throws {
+        let ledger = OffsetLedger(holders: 1)
+        let messages: [Message] = [
+            .tweet(Tweet(kind: .retweet, msg: "a message longer than fifteen bytes", time: 12.5, magnitude: 300,
+                         source: 4, cascade: 77, info: "cascade=77, also longer than fifteen bytes")),
+            .tweet(Tweet(kind: .tweet, time: 3, magnitude: 0, source: -2, cascade: "tw23981",
+                         origin: RecordOrigin(ledger: ledger, partition: 1, offset: 9))),
+            Self.size(5, 10, 3, 40),
+        ]
+        let scalars = messages.withUnsafeBufferPointer { b in (0..<3).map { Message.tweetScalars(at: b.baseAddress! + $0) } }
+        let first = try #require(scalars[0]), second = try #require(scalars[1])
+        #expect(first.kind == .retweet && first.time == 12.5 && first.magnitude == 300 && first.source == 4)
+        #expect(first.cascadeNumber == 77 && !first.hasOrigin)
+        #expect(second.kind == .tweet && second.time == 3 && second.magnitude == 0 && second.source == -2)
+        #expect(second.cascadeNumber == nil && second.hasOrigin)
+        #expect(scalars[2] == nil)
+    }
+
+    /// Retweets of integer and string cascade ids interleaved in one source (the collector reads
+    /// the integer ones in place, the others through a copy): same rules for both, and a
+    /// non-finite time is rejected either way.
+    @Test func integerAndStringCascadeIdsInterleaved() async throws {
+        let s: SourceID = 1
+        let a: CascadeID = 5, b: CascadeID = "5"
+        let r = try await Self.collect([
+            [Self.tweet(s, a, 0, m: 10), Self.tweet(s, b, 1, m: 20),
+             Self.retweet(s, a, 2, m: 1), Self.retweet(s, b, 3, m: 2),
+             Self.retweet(s, a, .nan), Self.retweet(s, b, .infinity),
+             Self.retweet(s, b, 4, m: 3), Self.retweet(s, a, 5, m: 4)],
+            [Self.retweet(s, "6", 6), Self.retweet(s, 6, 7)],  // unknown: neither is open
+        ], minSize: 1, windows: [10], terminated: 30)
+        // End of input: B (last event 4) ends before A (last event 5).
+        #expect(r.series == [
+            Self.series(b, 10, [0, 2, 3], [20, 2, 3]),
+            Self.series(a, 10, [0, 2, 5], [10, 1, 4]),
+        ])
+        #expect(r.sizes == [Self.size(b, 10, 3, 4), Self.size(a, 10, 3, 5)])
+        #expect(r.counters["events"] == 10)
+        #expect(r.counters["rejected.invalid_time"] == 2)
+        #expect(r.counters["rejected.unknown_cascade"] == 2)
+    }
+
     /// One source, windows [10, 20], terminated 30, min size 2. Covers: an event exactly at a window
     /// end (included), an event exactly at the termination limit (extends), a cascade ending while
     /// another continues, ending order by last event (B ends before A although A is older), late,

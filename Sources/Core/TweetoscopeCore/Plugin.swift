@@ -18,7 +18,7 @@ public final class PluginRegistrar: @unchecked Sendable {
 public enum PluginABI {
     /// Bumped whenever TweetoscopeCore's types or the stage API change incompatibly. A plugin
     /// built against another version refuses to register and the daemon names the file.
-    public static let version: UInt32 = 6
+    public static let version: UInt32 = 7
 
     /// The C symbol every plugin exports.
     public static let entrySymbol = "tweetoscope_plugin_register"

@@ -317,7 +317,18 @@ public final class StreamStats: Sendable {
     /// Kinds in ``MessageKind/allCases`` order, for counting by position.
     private static let kinds = MessageKind.allCases
 
-    func record(_ batch: [Message]) {
+    /// The counts of one batch, to be added to one or more ``StreamStats``.
+    struct BatchCounts {
+        /// Per kind, in ``MessageKind/allCases`` order.
+        var counts: [Int]
+        var windows: [MessageKind: [Int: Int]]
+    }
+
+    func record(_ batch: [Message]) { add(Self.count(batch)) }
+
+    /// Counts a batch once for several statistics (the stream's and its producer's: each
+    /// counted the batch again).
+    static func count(_ batch: [Message]) -> BatchCounts {
         // Counted per kind in a fixed array (issue 17: hashing the kind of every tweet was ~4 %
         // of the replay -> collector path); only window-keyed kinds go through a dictionary.
         var counts = [Int](repeating: 0, count: Self.kinds.count)
@@ -335,9 +346,14 @@ public final class StreamStats: Sendable {
                 if let w = messages[i].tObs { windows[kind, default: [:]][w, default: 0] += 1 }
             }
         }
+        return BatchCounts(counts: counts, windows: windows)
+    }
+
+    /// Adds the counts of a batch.
+    func add(_ batch: BatchCounts) {
         state.withLock { s in
-            for (i, n) in counts.enumerated() where n > 0 { s.byKind[Self.kinds[i], default: 0] += n }
-            for (k, ws) in windows { for (w, n) in ws { s.byKindAndWindow[k, default: [:]][w, default: 0] += n } }
+            for (i, n) in batch.counts.enumerated() where n > 0 { s.byKind[Self.kinds[i], default: 0] += n }
+            for (k, ws) in batch.windows { for (w, n) in ws { s.byKindAndWindow[k, default: [:]][w, default: 0] += n } }
         }
     }
 
@@ -463,8 +479,9 @@ public struct StageOutput: Sendable {
     /// Sends a batch (waits while a consumer is behind). Empty batches are skipped.
     public func send(_ batch: [Message]) async {
         guard !batch.isEmpty else { return }
-        target.stats.record(batch)
-        sent.record(batch)
+        let counts = StreamStats.count(batch)
+        target.stats.add(counts)
+        sent.add(counts)
         target.observer?(batch)
         latest.raise(await target.channel.send(batch))
     }
