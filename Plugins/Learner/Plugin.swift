@@ -154,17 +154,18 @@ final class LearnerStage: Stage {
                 var seeded = parameters
                 seeded.seed = versionSeed(parameters.seed, tObs: job.tObs, version: job.version)
                 let params = seeded
+                // The model (its shift search included) is made on the fit thread too.
                 let result = await offPool { Result { () throws(ForestError) in
-                    try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets, parameters: params,
-                                                    threads: fitThreads)
+                    let fit = try RandomForest.fitWithOutOfBag(features: job.features, targets: job.targets,
+                                                               parameters: params, threads: fitThreads)
+                    return learnedModel(fit, job: job, mode: mode, shift: shift, threads: fitThreads)
                 } }
                 let elapsed = clock.now - start
                 switch result {
-                case .success(let fit):
+                case .success(let model):
                     versions[job.tObs] = job.version
                     context.counters.add("models")
                     context.logger.debug("model T_obs=\(job.tObs) version \(job.version) on \(job.targets.count) samples in \(elapsed)")
-                    let model = learnedModel(fit, job: job, mode: mode, shift: shift)
                     if let store {
                         do {
                             try store.save(model: model, job: job)
@@ -241,12 +242,13 @@ final class LearnerStage: Stage {
 
 /// The model message of a fitted version: the trees, the target range, the largest growth
 /// factor and the out-of-bag residuals; in `growth` mode also the log-shift c that minimises the
-/// out-of-bag median ARE (``OutOfBagFit/medianAREShift(_:lower:upper:)``), the residuals being
-/// those of the shifted, clamped prediction (`withShift` false: c = 0, as before the shift).
-func learnedModel(_ fit: OutOfBagFit, job: FitJob, mode: String, shift withShift: Bool = true) -> Model {
+/// out-of-bag median ARE (``OutOfBagFit/medianAREShift(_:lower:upper:threads:)``, searched on
+/// `threads` threads), the residuals being those of the shifted, clamped prediction (`withShift`
+/// false: c = 0, as before the shift).
+func learnedModel(_ fit: OutOfBagFit, job: FitJob, mode: String, shift withShift: Bool = true, threads: Int = 1) -> Model {
     let lo = job.targets.min(), hi = job.targets.max()
     let isLog = mode == "growth"
-    let shift = isLog && withShift ? fit.medianAREShift(job.targets, lower: lo, upper: hi) : 0
+    let shift = isLog && withShift ? fit.medianAREShift(job.targets, lower: lo, upper: hi, threads: threads) : 0
     return Model(tObs: job.tObs, version: job.version, mode: mode, samples: job.targets.count, trees: fit.trees,
                  wMin: lo, wMax: hi, growthMax: job.growthMax,
                  residuals: isLog ? fit.logResiduals(job.targets, targetIsLog: true, shift: shift, lower: lo, upper: hi)

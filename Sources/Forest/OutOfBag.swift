@@ -159,7 +159,7 @@ extension OutOfBagFit {
     ///   ln(W / Ŵ), both floored at 1e-3 (W = 0 when the cascade did not grow after T_obs).
     /// Non-finite values are left out.
     /// - `shift` (log targets only): a constant added to every prediction first (the model's
-    ///   ``medianAREShift(_:lower:upper:)``), with the shifted prediction clamped to
+    ///   ``medianAREShift(_:lower:upper:threads:)``), with the shifted prediction clamped to
     ///   [`lower`, `upper`] as the predictor does, so the residuals are those of the forecasts made.
     public func logResiduals(_ targets: [Double], targetIsLog: Bool, shift: Double = 0,
                              lower: Double? = nil, upper: Double? = nil) -> [Double] {
@@ -175,9 +175,9 @@ extension OutOfBagFit {
 }
 
 extension OutOfBagFit {
-    /// Step of the grid ``medianAREShift(_:lower:upper:)`` searches.
+    /// Step of the grid ``medianAREShift(_:lower:upper:threads:)`` searches.
     public static let shiftStep = 0.002
-    /// Largest |c| ``medianAREShift(_:lower:upper:)`` considers.
+    /// Largest |c| ``medianAREShift(_:lower:upper:threads:)`` considers.
     public static let shiftRange = 1.0
 
     static func clamped(_ y: Double, _ lower: Double?, _ upper: Double?) -> Double {
@@ -199,44 +199,79 @@ extension OutOfBagFit {
     /// (deterministic); ties go to the smallest |c|, then the smaller c. The median of an even
     /// count is the mean of the two middle values.
     ///
+    /// - Parameter threads: parts of the grid searched at once; the result does not depend on it.
     /// - Returns: c, 0 when no sample has an out-of-bag prediction.
-    public func medianAREShift(_ targets: [Double], lower: Double? = nil, upper: Double? = nil) -> Double {
+    public func medianAREShift(_ targets: [Double], lower: Double? = nil, upper: Double? = nil,
+                               threads: Int = 1) -> Double {
         var pairs: [(Double, Double)] = []
         for (i, p) in predictions.enumerated() {
             if let p, p.isFinite, targets[i].isFinite { pairs.append((p, targets[i])) }
         }
         guard !pairs.isEmpty else { return 0 }
         let steps = Int((Self.shiftRange / Self.shiftStep).rounded())
-        var best = 0.0, bestMedian = Double.infinity
-        var errors = [Double](repeating: 0, count: pairs.count)
-        // Order: 0, +step, −step, +2 step, ... so that a tie keeps the smallest |c|, then the smaller c.
-        for k in 0...(2 * steps) {
-            let c = k == 0 ? 0 : (k % 2 == 1 ? 1.0 : -1.0) * Double((k + 1) / 2) * Self.shiftStep
-            // Errors at or below the best median so far: a shift with fewer than (n + 1)/2 of
-            // them has a larger median (odd n: the middle error is above it; even n: both middle
-            // ones are, and so is their mean), so it cannot win and its median is not computed
-            // (issue 17: most of the 1,001 shifts; the same shift is chosen).
-            var atMostBest = 0
-            for (j, (p, y)) in pairs.enumerated() {
-                let e = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
-                errors[j] = e
-                if e <= bestMedian { atMostBest += 1 }
+        let candidates = 2 * steps + 1
+        let n = pairs.count
+        let shared = pairs
+        // The shifts in the order 0, +step, −step, +2 step, ...: the chosen one is the smallest
+        // (median, |c|, c). `threads` parts search the shifts k ≡ part (mod parts) at once (issue
+        // 17: the search ran alone while the pipeline waited for the model), each keeping its
+        // smallest; the parts' are then compared in the same order, so the result does not
+        // depend on `threads`.
+        let parts = max(1, min(threads, candidates))
+        let results = UnsafeMutableBufferPointer<(median: Double, shift: Double)?>.allocate(capacity: parts)
+        defer { results.deallocate() }
+        let out = SharedBests(results.baseAddress!)
+        let search: @Sendable (Int) -> Void = { part in
+            var best: (median: Double, shift: Double)?
+            var errors = [Double](repeating: 0, count: n)
+            var k = part
+            while k < candidates {
+                defer { k += parts }
+                let c = k == 0 ? 0 : (k % 2 == 1 ? 1.0 : -1.0) * Double((k + 1) / 2) * Self.shiftStep
+                // Errors at or below the part's best median: a shift with fewer than (n + 1)/2
+                // of them has a larger median (odd n: the middle error is above it; even n: both
+                // middle ones are, and so is their mean), so it cannot win and its median is not
+                // computed (issue 17: most of the 1,001 shifts; the same shift is chosen).
+                let bound = best?.median ?? .infinity
+                var atMostBest = 0
+                for (j, (p, y)) in shared.enumerated() {
+                    let e = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
+                    errors[j] = e
+                    if e <= bound { atMostBest += 1 }
+                }
+                guard atMostBest >= (n + 1) / 2 else { continue }
+                // The middle order statistics by selection (O(n)) rather than a sort: the same values.
+                let median: Double = errors.withUnsafeMutableBufferPointer { e in
+                    let upper = selectOrderStatistic(e, n / 2)
+                    guard n % 2 == 0 else { return upper }
+                    var lower = e[0]
+                    for j in 1..<(n / 2) where e[j] > lower { lower = e[j] }
+                    return (lower + upper) / 2
+                }
+                if best == nil || Self.precedes((median, c), best!) { best = (median, c) }
             }
-            let n = errors.count
-            guard atMostBest >= (n + 1) / 2 else { continue }
-            // The middle order statistics by selection (O(n)) rather than a sort: the same values.
-            let median: Double = errors.withUnsafeMutableBufferPointer { e in
-                let upper = selectOrderStatistic(e, n / 2)
-                guard n % 2 == 0 else { return upper }
-                var lower = e[0]
-                for j in 1..<(n / 2) where e[j] > lower { lower = e[j] }
-                return (lower + upper) / 2
-            }
-            if median < bestMedian || (median == bestMedian && abs(c) == abs(best) && c < best) {
-                bestMedian = median
-                best = c
-            }
+            (out.base + part).initialize(to: best)
         }
-        return best
+        if parts == 1 { search(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: search) }
+        var best: (median: Double, shift: Double)?
+        for part in 0..<parts {
+            guard let b = (results.baseAddress! + part).move() else { continue }
+            if best == nil || Self.precedes(b, best!) { best = b }
+        }
+        return best?.shift ?? 0
     }
+
+    /// Whether `a` comes before `b` in the order (median, |c|, c).
+    static func precedes(_ a: (median: Double, shift: Double), _ b: (median: Double, shift: Double)) -> Bool {
+        if a.median != b.median { return a.median < b.median }
+        if abs(a.shift) != abs(b.shift) { return abs(a.shift) < abs(b.shift) }
+        return a.shift < b.shift
+    }
+}
+
+/// Where the parallel parts of the shift search write their best (each its own slot; read once
+/// `concurrentPerform` has returned).
+struct SharedBests: @unchecked Sendable {
+    let base: UnsafeMutablePointer<(median: Double, shift: Double)?>
+    init(_ base: UnsafeMutablePointer<(median: Double, shift: Double)?>) { self.base = base }
 }

@@ -165,6 +165,10 @@ import TweetoscopeCore
                     if m < bestMedian || (m == bestMedian && abs(c) == abs(best) && c < best) { bestMedian = m; best = c }
                 }
                 #expect(fit.medianAREShift(targets, lower: lo, upper: hi) == best)
+                // Split over threads (each part its own pruning bound), the same shift.
+                for threads in [2, 3, 7] {
+                    #expect(fit.medianAREShift(targets, lower: lo, upper: hi, threads: threads) == best)
+                }
             }
         }
     }
