@@ -110,8 +110,7 @@ enum SeriesFeatures {
         } else {
             // Selection instead of a sort (the sort was ~5.6 % of the estimator configuration,
             // issue 17): the same order statistics, so the same values.
-            let upper = marks.withUnsafeMutableBufferPointer { selectOrderStatistic($0, k / 2) }
-            median = k % 2 == 1 ? upper : (marks[0..<(k / 2)].max()! + upper) / 2
+            median = marks.withUnsafeMutableBufferPointer { selectMedian($0) }
             maximum = largest
         }
         let features: [String: Double] = [

@@ -59,7 +59,7 @@ extension RandomForest {
         let parts = max(1, min(threads, parameters.trees))
         let results = UnsafeMutableBufferPointer<[RegressionTree]>.allocate(capacity: parts)
         defer { results.deallocate() }
-        let shared = SharedParts(results)
+        let shared = SharedSlots(results)
         let grow: @Sendable (Int) -> Void = { part in
             let lo = part * seeds.count / parts, hi = (part + 1) * seeds.count / parts
             var builder = TreeBuilder(data: data, parameters: parameters, sorted: sorted)
@@ -123,11 +123,12 @@ struct SharedSums: @unchecked Sendable {
     let counts: UnsafeMutablePointer<Int>
 }
 
-/// The result slots of the parallel builders: each writes only its own slot, and the slots are
-/// read once every builder has returned (`concurrentPerform` waits for them).
-struct SharedParts: @unchecked Sendable {
-    let base: UnsafeMutablePointer<[RegressionTree]>
-    init(_ buffer: UnsafeMutableBufferPointer<[RegressionTree]>) { base = buffer.baseAddress! }
+/// The result slots of parallel parts (the tree builders, the shift search's parts): each part
+/// writes only its own slot, and the slots are read once every part has returned
+/// (`concurrentPerform` waits for them).
+struct SharedSlots<T>: @unchecked Sendable {
+    let base: UnsafeMutablePointer<T>
+    init(_ buffer: UnsafeMutableBufferPointer<T>) { base = buffer.baseAddress! }
 }
 
 /// `count` evenly spaced order statistics of `values` (sorted ascending), at most `count` values:
@@ -220,7 +221,7 @@ extension OutOfBagFit {
         let parts = max(1, min(threads, candidates))
         let results = UnsafeMutableBufferPointer<(median: Double, shift: Double)?>.allocate(capacity: parts)
         defer { results.deallocate() }
-        let out = SharedBests(results.baseAddress!)
+        let out = SharedSlots(results)
         let search: @Sendable (Int) -> Void = { part in
             var best: (median: Double, shift: Double)?
             var errors = [Double](repeating: 0, count: n)
@@ -240,14 +241,8 @@ extension OutOfBagFit {
                     if e <= bound { atMostBest += 1 }
                 }
                 guard atMostBest >= (n + 1) / 2 else { continue }
-                // The middle order statistics by selection (O(n)) rather than a sort: the same values.
-                let median: Double = errors.withUnsafeMutableBufferPointer { e in
-                    let upper = selectOrderStatistic(e, n / 2)
-                    guard n % 2 == 0 else { return upper }
-                    var lower = e[0]
-                    for j in 1..<(n / 2) where e[j] > lower { lower = e[j] }
-                    return (lower + upper) / 2
-                }
+                // The median by selection (O(n)) rather than a sort: the same value.
+                let median = errors.withUnsafeMutableBufferPointer { selectMedian($0) }
                 if best == nil || Self.precedes((median, c), best!) { best = (median, c) }
             }
             (out.base + part).initialize(to: best)
@@ -267,11 +262,4 @@ extension OutOfBagFit {
         if abs(a.shift) != abs(b.shift) { return abs(a.shift) < abs(b.shift) }
         return a.shift < b.shift
     }
-}
-
-/// Where the parallel parts of the shift search write their best (each its own slot; read once
-/// `concurrentPerform` has returned).
-struct SharedBests: @unchecked Sendable {
-    let base: UnsafeMutablePointer<(median: Double, shift: Double)?>
-    init(_ base: UnsafeMutablePointer<(median: Double, shift: Double)?>) { self.base = base }
 }

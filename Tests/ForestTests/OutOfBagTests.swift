@@ -143,6 +143,21 @@ import TweetoscopeCore
         }
     }
 
+    /// Core's `selectMedian` (the shift search's and the estimator's median mark) equals the
+    /// median of a full sort: odd and even counts, ties, counts around quickselect's small-range
+    /// cut-off (16).
+    @Test func selectMedianEqualsTheSortedMedian() {
+        var g = Xoshiro256StarStar(seed: 11)
+        for n in [1, 2, 3, 4, 15, 16, 17, 32, 33, 200, 1001] {
+            for range in [3, 1000] {
+                var values: [Double] = (0..<n).map { _ in Double(g.below(range)) / 7 }
+                let sorted = values.sorted()
+                let expected = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+                #expect(values.withUnsafeMutableBufferPointer { selectMedian($0) } == expected)
+            }
+        }
+    }
+
     /// The median of the shift search is found by selection, not sorting: the shift equals a
     /// brute-force search written here with a full sort (odd and even counts, ties, clamping).
     @Test func medianAREShiftMatchesASortedSearch() {

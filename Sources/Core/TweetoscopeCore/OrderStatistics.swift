@@ -43,3 +43,16 @@ public func selectOrderStatistic(_ a: UnsafeMutableBufferPointer<Double>, _ k: I
     }
     return a[k]
 }
+
+/// The median of `a` by selection: the middle value of an odd count, the mean of the two middle
+/// values of an even one (the same values as after a sort). `a` is reordered. Not NaN-safe.
+/// - Precondition: `a` is not empty.
+public func selectMedian(_ a: UnsafeMutableBufferPointer<Double>) -> Double {
+    let n = a.count
+    let upper = selectOrderStatistic(a, n / 2)
+    guard n % 2 == 0 else { return upper }
+    // a[..<n/2] holds the values <= upper: the lower middle value is their largest.
+    var lower = a[0]
+    for j in 1..<(n / 2) where a[j] > lower { lower = a[j] }
+    return (lower + upper) / 2
+}
