@@ -49,13 +49,13 @@ public struct ForestParameters: Sendable, Hashable {
         guard treeSamples >= 0 else { throw .invalidParameter("treeSamples must be >= 0") }
     }
 
-    /// Number of features tried per split among `d`.
     /// Bootstrap slots of each tree for `n` samples: `min(n, treeSamples)` with `bootstrap` and
     /// `treeSamples` > 0, else `n`.
     public func slotsPerTree(_ n: Int) -> Int {
         bootstrap && treeSamples > 0 ? min(n, treeSamples) : n
     }
 
+    /// Number of features tried per split among `d`.
     public func featuresPerSplit(_ d: Int) -> Int {
         let v = maxFeatures * Double(d)
         var k = Int(v)
