@@ -227,17 +227,15 @@ final class ReplaySource: Stage {
             }
         }
         replay: while timeAcceleration > 0, let t = replay.nextTime {
-            if timeAcceleration > 0 {
-                let offset = min(t / timeAcceleration, 1e9)  // seconds; capped so the conversion cannot trap
-                let due = wallStart + .nanoseconds(Int64((offset * 1e9).rounded(.down)))
-                if due > ContinuousClock.now {
-                    // Send what is due, then wait for this event, checking for a stop request.
-                    sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
-                    while ContinuousClock.now < due {
-                        if context.stopRequested || Task.isCancelled { stopped = true; break replay }
-                        let wait = min(due - ContinuousClock.now, .milliseconds(200))
-                        try? await Task.sleep(for: wait)
-                    }
+            let offset = min(t / timeAcceleration, 1e9)  // seconds; capped so the conversion cannot trap
+            let due = wallStart + .nanoseconds(Int64((offset * 1e9).rounded(.down)))
+            if due > ContinuousClock.now {
+                // Send what is due, then wait for this event, checking for a stop request.
+                sent += await flush(&batch, output, context, cascades: &countedCascades, started: replay.cascadesStarted)
+                while ContinuousClock.now < due {
+                    if context.stopRequested || Task.isCancelled { stopped = true; break replay }
+                    let wait = min(due - ContinuousClock.now, .milliseconds(200))
+                    try? await Task.sleep(for: wait)
                 }
             }
             lastTime = t

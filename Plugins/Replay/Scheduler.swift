@@ -133,15 +133,6 @@ struct SourceScheduler {
         return true
     }
 
-    /// Emits the earliest event of this source and schedules what follows it.
-    /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
-    mutating func emit(_ data: Dataset) throws -> Tweet {
-        var one: [Message] = []
-        try emit(data, into: &one)
-        guard case .tweet(let tweet) = one[0] else { preconditionFailure("the replay emits tweets") }
-        return tweet
-    }
-
     /// Appends the earliest event of this source to `batch` and schedules what follows it.
     /// The tweet is built in the batch's append: built apart and returned, it was copied twice
     /// and destroyed once on its way to the batch (issue 17).
@@ -219,14 +210,7 @@ struct MergedReplay {
     /// Appends the next event in (time, source) order to `batch`; call only when `nextTime` is not nil.
     /// - Throws: ``ReplayError`` for an I/O error reading the next cascade.
     mutating func next(into batch: inout [Message]) throws {
-        let top = heap.min!
-        let s = Int(top.payload)
-        try sources[s].emit(data, into: &batch)
-        if let t = sources[s].nextTime {
-            heap.replaceMin(.init(time: t, tie: top.tie, payload: top.payload))
-        } else {
-            heap.popMin()
-        }
+        try fill(&batch, upTo: batch.count + 1)
     }
 
     /// Appends events in (time, source) order to `batch` until it holds `count` messages or the
