@@ -202,7 +202,10 @@ final class PredictorStage: Stage {
             // The inputs, merged, and an empty batch every second while they are open: with no
             // new input, a window blocked on a gap of its reorder buffer is still released after
             // `model_wait`, and the positions it held are proposed (a Kafka source commits them).
-            let merged = Channel<[Message]>(capacity: 4)
+            // 256 batches (was 4): a forecast waiting for its model version (a fit of a few ms)
+            // stalls this loop, and a short buffer passed the stall on to the estimator and the
+            // whole event path (issue 17); property batches are small (a few messages each).
+            let merged = Channel<[Message]>(capacity: 256)
             let id = merged.addConsumer()
             for _ in properties { merged.addProducer() }
             merged.addProducer()

@@ -234,13 +234,27 @@ extension OutOfBagFit {
                 // middle ones are, and so is their mean), so it cannot win and its median is not
                 // computed (issue 17: most of the 1,001 shifts; the same shift is chosen).
                 let bound = best?.median ?? .infinity
-                var atMostBest = 0
-                for (j, (p, y)) in shared.enumerated() {
-                    let e = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
-                    errors[j] = e
-                    if e <= bound { atMostBest += 1 }
+                if bound.isFinite {
+                    // e = |exp(z) − 1| <= bound exactly when z is in [log(1 − bound), log(1 +
+                    // bound)] (no lower end for bound >= 1), so z is compared with those ends
+                    // instead of taking its exp; only a z within 1e-9 of an end (where the
+                    // rounding of exp or log could decide) gets its e computed. The same count.
+                    let zHi = log(1 + bound), zLo = bound < 1 ? log(1 - bound) : -Double.infinity
+                    let margin = 1e-9
+                    var atMostBest = 0
+                    for (p, y) in shared {
+                        let z = Self.clamped(p + c, lower, upper) - y
+                        if z > zLo + margin && z < zHi - margin {
+                            atMostBest += 1
+                        } else if z >= zLo - margin && z <= zHi + margin, abs(exp(z) - 1) <= bound {
+                            atMostBest += 1
+                        }
+                    }
+                    guard atMostBest >= (n + 1) / 2 else { continue }
                 }
-                guard atMostBest >= (n + 1) / 2 else { continue }
+                for (j, (p, y)) in shared.enumerated() {
+                    errors[j] = abs(exp(Self.clamped(p + c, lower, upper) - y) - 1)
+                }
                 // The median by selection (O(n)) rather than a sort: the same value.
                 let median = errors.withUnsafeMutableBufferPointer { selectMedian($0) }
                 if best == nil || Self.precedes((median, c), best!) { best = (median, c) }

@@ -162,9 +162,16 @@ import TweetoscopeCore
     /// brute-force search written here with a full sort (odd and even counts, ties, clamping).
     @Test func medianAREShiftMatchesASortedSearch() {
         var g = Xoshiro256StarStar(seed: 5)
-        for n in [1, 2, 3, 8, 51, 200] {
-            let predictions: [Double?] = (0..<n).map { _ in Double(g.below(200)) / 100 }
-            let targets: [Double] = (0..<n).map { _ in Double(g.below(300)) / 100 }
+        // Values on a grid (many equal errors: ties), then continuous ones (n = 333, 334), whose
+        // errors fall anywhere relative to the pruning bound.
+        for n in [1, 2, 3, 8, 51, 200, 333, 334] {
+            let continuous = n > 300
+            let predictions: [Double?] = (0..<n).map { _ in
+                continuous ? Double(g.next() >> 11) / Double(1 << 53) * 4 - 1 : Double(g.below(200)) / 100
+            }
+            let targets: [Double] = (0..<n).map { _ in
+                continuous ? Double(g.next() >> 11) / Double(1 << 53) * 3 : Double(g.below(300)) / 100
+            }
             let fit = OutOfBagFit(trees: [], predictions: predictions, counts: Array(repeating: 1, count: n))
             for (lo, hi) in [(nil, nil), (0.5, 2.5)] as [(Double?, Double?)] {
                 var best = 0.0, bestMedian = Double.infinity
