@@ -92,9 +92,18 @@ struct CascadeSlot {
     var msg: String = ""
     var firstTime: Double = 0
     var lastTime: Double = 0
-    /// Event times relative to `firstTime`, non-decreasing; `times[0] == 0`.
+    /// Event times relative to `firstTime`, non-decreasing; `times[0] == 0`. Once every window
+    /// is settled no partial cascade needs them: they are dropped and later events only counted
+    /// (`unstored`), so an open cascade holds its events only while a window is still open
+    /// (issue 17: most of a cascade's events come after its last window, and they were all kept
+    /// until it ended, 6-7 MB of SEISMIC's peak heap; every series emitted also made the next
+    /// append copy the arrays it shared).
     var times: [Double] = []
     var magnitudes: [Double] = []
+    /// Events counted but not stored (see `times`).
+    var unstored = 0
+    /// Events of the cascade so far.
+    var events: Int { times.count + unstored }
     /// Number of windows (ascending) already settled: series emitted, or skipped as too small.
     var settled = 0
     /// Bumped each time the slot is freed, so stale entries of `SourceProcessor.order` are recognised.
@@ -168,7 +177,7 @@ struct SourceProcessor {
     mutating func evictOldest(into out: inout CollectorEmission) -> (id: CascadeID, events: Int, last: Double)? {
         guard oldest >= 0 else { return nil }
         let s = oldest
-        let evicted = (slots[s].id, slots[s].times.count, slots[s].lastTime)
+        let evicted = (slots[s].id, slots[s].events, slots[s].lastTime)
         end(s, into: &out)
         return evicted
     }
@@ -228,8 +237,12 @@ struct SourceProcessor {
             lastSlot = s
             lastGeneration = slots[s].generation
         }
-        slots[s].times.append(now - slots[s].firstTime)
-        slots[s].magnitudes.append(magnitude)
+        if slots[s].settled < windows.count {
+            slots[s].times.append(now - slots[s].firstTime)
+            slots[s].magnitudes.append(magnitude)
+        } else {
+            slots[s].unstored += 1
+        }
         slots[s].lastTime = now
         slots[s].touch = touch
         if s != newest {
@@ -315,6 +328,12 @@ struct SourceProcessor {
                     if slots[s].settled <= k {
                         emitSeries(s, window: k, into: &out)
                         slots[s].settled = k + 1
+                        if k + 1 == windows.count {
+                            // Every window settled: from now on events are only counted.
+                            slots[s].unstored = slots[s].times.count
+                            slots[s].times = []
+                            slots[s].magnitudes = []
+                        }
                     }
                 }
                 c += 1
@@ -343,7 +362,7 @@ struct SourceProcessor {
         // window's end, that window would have been settled in step 1 before the event was added.
         for k in slots[s].settled..<windows.count { emitSeries(s, window: k, into: &out) }
         let id = slots[s].id
-        let nTot = slots[s].times.count
+        let nTot = slots[s].events
         if nTot >= minSize {
             if out.buildSizes {
                 let tEnd = slots[s].lastTime
@@ -359,6 +378,7 @@ struct SourceProcessor {
         _ = ended.insert(id)
         slots[s].times = []
         slots[s].magnitudes = []
+        slots[s].unstored = 0
         slots[s].msg = ""
         slots[s].generation &+= 1
         freeSlots.append(s)
