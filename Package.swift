@@ -62,6 +62,8 @@ let package = Package(
         .target(name: "CEarlyMalloc", path: "Sources/CEarlyMalloc"),
         .target(name: "Hawkes", path: "Sources/Hawkes", swiftSettings: swift6),
         .target(name: "Forest", dependencies: [core], path: "Sources/Forest", swiftSettings: swift6),
+        .executableTarget(name: "forest-bench", dependencies: ["Forest", core], path: "Sources/forest-bench",
+                          swiftSettings: swift6),
         .executableTarget(name: "hawkes-bench", dependencies: ["Hawkes"], path: "Sources/hawkes-bench",
                           swiftSettings: swift6),
         .target(name: "TweetoscopeRuntime", dependencies: [core, kafka, "CYaml", "CSystemd",
