@@ -44,7 +44,9 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 /// tweet message received, rejected ones included), `cascades_opened`, `cascades_ended`,
 /// `cascades_below_min_size` (ended without a size message), `evicted` (see below).
 ///
-/// Bounded memory: at most `max_open_cascades` cascades are open at once across all sources.
+/// Bounded memory: at most `max_open_cascades` cascades are open at once across all sources, and
+/// an open cascade keeps its events only until its largest window is settled (then it counts
+/// them: its final size needs nothing else).
 /// When a new cascade would exceed it, the open cascade whose latest event arrived first (the
 /// oldest last event; source clocks cannot be compared, so arrival order decides across sources)
 /// ends at once as in step 2 — its unsettled series and its sizes are emitted, its id is
