@@ -289,24 +289,21 @@ extension PredictorStage {
             await out.send(context)
             let deadline = ContinuousClock.now + versions.modelWait
             context.counters.add("model_waits")
+            // The table's generation is read before each lookup: a model set between the lookup
+            // and the wait ends the wait at once.
             var generation = table.generation
-            switch table.lookup(tObs, wanted: wanted) {
-            case .exact(let m): return m
-            case .ahead(let m):
-                context.counters.add("models_ahead")
-                return m
-            case .behind: break
-            }
-            while ContinuousClock.now < deadline {
-                await table.waitForChange(since: generation, timeout: min(deadline - ContinuousClock.now, .seconds(1)))
-                generation = table.generation
+            while true {
                 switch table.lookup(tObs, wanted: wanted) {
                 case .exact(let m): return m
                 case .ahead(let m):
                     context.counters.add("models_ahead")
                     return m
-                case .behind: continue
+                case .behind: break
                 }
+                let now = ContinuousClock.now
+                guard now < deadline else { break }
+                await table.waitForChange(since: generation, timeout: min(deadline - now, .seconds(1)))
+                generation = table.generation
             }
             state.abandoned[tObs] = wanted
             context.counters.add("model_wait_timeouts")

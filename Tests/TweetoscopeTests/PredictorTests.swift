@@ -109,6 +109,81 @@ import TweetoscopeCore
         return split((result, counters.snapshot))
     }
 
+    /// Runs the predictor (growth mode, a refit every sample from the first: the forecast after
+    /// one sample wants version 1) on parameters 1, size 1, parameters 2, with `model` sent on
+    /// `models` `delay` after the start (nil: never). Returns the output and the seconds it took.
+    static func predictWaitingForVersion1(model: Model?, delay: Duration, modelWait: Double) async throws
+        -> (Output, Double) {
+        let d = try stageDescriptor("predictor", plugin: "predictor")
+        let stage = try d.make("predictor", options(d, [
+            "mode": .string("growth"), "refit_every": .int(1), "refit_growth": .double(0), "min_samples": .int(1),
+            "model_wait": .double(modelWait),
+        ]))
+        let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
+        let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
+        var outs: [String: StageOutput] = [:], collect: [String: StageInput] = [:]
+        for port in ["alerts", "stats", "samples"] {
+            let s = MessageStream(name: port, capacity: 1 << 20)
+            collect[port] = StageInput(stream: s)
+            outs[port] = StageOutput(stream: s)
+        }
+        let counters = StageCounters()
+        let context = StageContext(name: "predictor", type: "predictor", logger: Logger(label: "test"), counters: counters,
+                                   inputs: ["properties": [StageInput(stream: props)], "models": [StageInput(stream: modelStream)]],
+                                   outputs: outs, stop: StopSignal())
+        let start = ContinuousClock.now
+        let running = Task { try await stage.run(context) }
+        let sender = Task {
+            if let model {
+                try await Task.sleep(for: delay)
+                await modelsFeed.send([.model(model)])
+            }
+        }
+        await propsFeed.send([Self.parameters(1)])
+        await propsFeed.send([Self.size(1, nTot: 30)])
+        await propsFeed.send([Self.parameters(2)])
+        propsFeed.finish()
+        try await running.value
+        let seconds = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
+            + Double((ContinuousClock.now - start).components.seconds)
+        try await sender.value
+        for o in outs.values { o.finish() }
+        modelsFeed.finish()
+        var result: [String: [Message]] = [:]
+        for (port, input) in collect {
+            var all: [Message] = []
+            while let batch = await input.next() { all += batch }
+            result[port] = all
+        }
+        return (split((result, counters.snapshot)), seconds)
+    }
+
+    /// A forecast whose version has not arrived waits for it and is woken when it comes (not at
+    /// the end of `model_wait`): the version-1 model (ln-growth 1: N̂ = 10·e) sent 0.2 s after the
+    /// start is the one cascade 2's forecast uses, long before the 20 s wait would end.
+    @Test func forecastWaitsForItsVersionAndIsWokenByIt() async throws {
+        let model = Model(tObs: 600, version: 1, mode: "growth", samples: 1, trees: [Self.leaf(1)])
+        let (o, seconds) = try await Self.predictWaitingForVersion1(model: model, delay: .milliseconds(200), modelWait: 20)
+        #expect(o.counters["model_waits"] == 1)
+        #expect((o.counters["model_wait_timeouts"] ?? 0) == 0)
+        let second = o.alerts.first { $0.cascade == 2 }
+        #expect(second?.model == 1)
+        #expect(abs((second?.nTot ?? 0) - 27.18281828459045) < 1e-12)
+        // Woken by the model: a wait that only re-checked at the end of its 1 s slices would
+        // take >= 1 s.
+        #expect(seconds >= 0.2 && seconds < 0.9, "took \(seconds) s")
+    }
+
+    /// Without the version, the forecast waits `model_wait` (0.3 s), counts a timeout and uses
+    /// the newest model it has: none, so the model-less forecast (`model` 0).
+    @Test func forecastWaitsModelWaitWhenItsVersionNeverComes() async throws {
+        let (o, seconds) = try await Self.predictWaitingForVersion1(model: nil, delay: .zero, modelWait: 0.3)
+        #expect(o.counters["model_waits"] == 1)
+        #expect(o.counters["model_wait_timeouts"] == 1)
+        #expect(o.alerts.first { $0.cascade == 2 }?.model == 0)
+        #expect(seconds >= 0.3 && seconds < 10, "took \(seconds) s")
+    }
+
     // MARK: descriptor and options
 
     @Test func descriptorDeclaresPortsAndDefaults() throws {
