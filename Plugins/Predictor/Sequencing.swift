@@ -20,7 +20,13 @@ final class ModelTable: Sendable {
     private struct Waiters {
         var generation: UInt64 = 0
         var nextID: UInt64 = 0
-        var continuations: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var waiting: [UInt64: Waiter] = [:]
+    }
+
+    private struct Waiter {
+        var continuation: CheckedContinuation<Bool, Never>
+        /// Ends the wait at its timeout; cancelled when a model ends it first.
+        var timer: Task<Void, Never>?
     }
 
     /// Number of models set so far: read it before a lookup, then wait with it.
@@ -40,29 +46,41 @@ final class ModelTable: Sendable {
         }
         let woken = waiters.withLock { w in
             w.generation += 1
-            defer { w.continuations = [:] }
-            return Array(w.continuations.values)
+            defer { w.waiting = [:] }
+            return Array(w.waiting.values)
         }
-        for c in woken { c.resume() }
+        for waiter in woken {
+            waiter.timer?.cancel()
+            waiter.continuation.resume(returning: true)
+        }
     }
 
-    /// Returns once a model was set after `generation` was read (at once if one already was), or
-    /// after `timeout`. A wake-up instead of a poll (issue 17: the forecast that needs a version
-    /// used to sleep in 1 ms steps; the version comes from a fit of a few ms, 45 times a run).
-    func waitForChange(since generation: UInt64, timeout: Duration) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+    /// Waits until a model is set after `generation` was read: true then (at once if one
+    /// already was), false when `timeout` passed first. A wake-up instead of a poll (issue 17:
+    /// the forecast that needs a version slept in 1 ms steps; the version comes from a fit of a
+    /// few ms, 45 times a SEISMIC run).
+    func waitForChange(since generation: UInt64, timeout: Duration) async -> Bool {
+        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
             let id: UInt64? = waiters.withLock { w in
                 guard w.generation == generation else { return nil }
                 let id = w.nextID
                 w.nextID += 1
-                w.continuations[id] = c
+                w.waiting[id] = Waiter(continuation: c)
                 return id
             }
-            guard let id else { return c.resume() }
-            Task {
+            guard let id else { return c.resume(returning: true) }
+            let timer = Task {
                 try? await Task.sleep(for: timeout)
-                self.waiters.withLock { $0.continuations.removeValue(forKey: id) }?.resume()
+                guard !Task.isCancelled else { return }
+                self.waiters.withLock { $0.waiting.removeValue(forKey: id) }?.continuation.resume(returning: false)
             }
+            // A model set meanwhile already took the waiter (and cannot cancel this timer).
+            let stillWaiting = waiters.withLock { w in
+                guard w.waiting[id] != nil else { return false }
+                w.waiting[id]!.timer = timer
+                return true
+            }
+            if !stillWaiting { timer.cancel() }
         }
     }
 
@@ -290,7 +308,8 @@ extension PredictorStage {
             let deadline = ContinuousClock.now + versions.modelWait
             context.counters.add("model_waits")
             // The table's generation is read before each lookup: a model set between the lookup
-            // and the wait ends the wait at once.
+            // and the wait ends the wait at once. Only a model (any window's) ends a wait before
+            // the deadline; at the deadline the forecast counts a timeout.
             var generation = table.generation
             while true {
                 switch table.lookup(tObs, wanted: wanted) {
@@ -302,7 +321,7 @@ extension PredictorStage {
                 }
                 let now = ContinuousClock.now
                 guard now < deadline else { break }
-                await table.waitForChange(since: generation, timeout: min(deadline - now, .seconds(1)))
+                guard await table.waitForChange(since: generation, timeout: deadline - now) else { break }
                 generation = table.generation
             }
             state.abandoned[tObs] = wanted

