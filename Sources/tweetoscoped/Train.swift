@@ -23,7 +23,8 @@ struct Train: ParsableCommand {
     @Option(help: "Samples file (JSON lines).") var samples: String
     @Option(help: "Output file for the models (JSON lines); - for standard output.") var output: String = "-"
     @Option(help: "Correction mode of the samples: none, course or growth (must be the predictor's).") var mode: String = "growth"
-    @Option(help: "Version written into every model.") var version: Int = 1
+    @Option(name: .customLong("model-version"), help: "Version written into every model (`--version` is the daemon's own version).")
+    var version: Int = 1
     @Option(help: "Number of trees.") var trees: Int = 100
     @Option(help: "Largest depth of a tree (root = 0).") var maxDepth: Int = 16
     @Option(help: "Fewest bootstrap samples in a leaf.") var minSamplesLeaf: Int = 3
