@@ -73,7 +73,7 @@ final class LearnerStage: Stage {
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
             OptionSpec("tree_samples", .int, default: .int(200), range: 0...1e9,
-                       doc: "with bootstrap, each tree draws min(n, tree_samples) of the n samples (scikit-learn's max_samples), so a forest's size and fit time stay bounded as the window fills; 0 = n"),
+                       doc: "with bootstrap, each tree draws min(n, tree_samples) of the n samples (scikit-learn's max_samples), so a forest's size and fit time stay bounded as the window fills; 0 = n (better for mode course)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest (each version's forest is seeded from (seed, T_obs, version))"),
             OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
                        doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
