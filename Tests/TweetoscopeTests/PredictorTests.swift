@@ -65,28 +65,58 @@ import TweetoscopeCore
                                         inputs: ["properties": batches], outputs: ["alerts", "stats", "samples"]))
     }
 
+    /// A predictor stage wired to a `properties` and a `models` feed, its outputs collected.
+    struct Harness {
+        let stage: any Stage
+        let context: StageContext
+        let counters: StageCounters
+        let propsFeed: StageOutput, modelsFeed: StageOutput
+        let outs: [String: StageOutput]
+        let collect: [String: StageInput]
+
+        init(_ given: [String: OptionValue]) throws {
+            let d = try stageDescriptor("predictor", plugin: "predictor")
+            stage = try d.make("predictor", options(d, given))
+            let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
+            propsFeed = StageOutput(stream: props)
+            modelsFeed = StageOutput(stream: modelStream)
+            var outs: [String: StageOutput] = [:], collect: [String: StageInput] = [:]
+            for port in ["alerts", "stats", "samples"] {
+                let s = MessageStream(name: port, capacity: 1 << 20)
+                collect[port] = StageInput(stream: s)
+                outs[port] = StageOutput(stream: s)
+            }
+            (self.outs, self.collect) = (outs, collect)
+            counters = StageCounters()
+            context = StageContext(name: "predictor", type: "predictor", logger: Logger(label: "test"), counters: counters,
+                                   inputs: ["properties": [StageInput(stream: props)], "models": [StageInput(stream: modelStream)]],
+                                   outputs: outs, stop: StopSignal())
+        }
+
+        /// Once the stage has returned: ends every stream and returns what the outputs received.
+        func finish() async -> Output {
+            for o in outs.values { o.finish() }
+            modelsFeed.finish()
+            var result: [String: [Message]] = [:]
+            for (port, input) in collect {
+                var all: [Message] = []
+                while let batch = await input.next() { all += batch }
+                result[port] = all
+            }
+            return split((result, counters.snapshot))
+        }
+    }
+
     /// Runs the predictor with `models` delivered (and loaded: the test waits for the
     /// `models_loaded` counter) before any properties are sent.
     static func predictWithModels(_ models: [Model], _ batches: [[Message]], mode: String,
                                   extra: [String: OptionValue] = [:]) async throws -> Output {
-        let d = try stageDescriptor("predictor", plugin: "predictor")
         var given: [String: OptionValue] = ["mode": .string(mode)]
         for (k, v) in extra { given[k] = v }
-        let stage = try d.make("predictor", options(d, given))
-        let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
-        let propsIn = StageInput(stream: props), modelsIn = StageInput(stream: modelStream)
-        let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
-        var outs: [String: StageOutput] = [:], collect: [String: StageInput] = [:]
-        for port in ["alerts", "stats", "samples"] {
-            let s = MessageStream(name: port, capacity: 1 << 20)
-            collect[port] = StageInput(stream: s)
-            outs[port] = StageOutput(stream: s)
-        }
-        let counters = StageCounters()
-        let context = StageContext(name: "predictor", type: "predictor", logger: Logger(label: "test"), counters: counters,
-                                   inputs: ["properties": [propsIn], "models": [modelsIn]], outputs: outs, stop: StopSignal())
+        let h = try Harness(given)
+        let (stage, context, counters) = (h.stage, h.context, h.counters)
         let running = Task { try await stage.run(context) }
-        await modelsFeed.send(models.map { .model($0) })
+        await h.modelsFeed.send(models.map { .model($0) })
         let expected = mode == "none" ? 0 : models.filter { $0.mode == mode }.count
         var waited = 0
         while counters["models_loaded"] + counters["models_other_mode"] + counters["models_unused"] < models.count,
@@ -95,18 +125,10 @@ import TweetoscopeCore
             waited += 1
         }
         #expect(counters["models_loaded"] == expected)
-        for b in batches { await propsFeed.send(b) }
-        propsFeed.finish()
+        for b in batches { await h.propsFeed.send(b) }
+        h.propsFeed.finish()
         try await running.value
-        for o in outs.values { o.finish() }
-        modelsFeed.finish()
-        var result: [String: [Message]] = [:]
-        for (port, input) in collect {
-            var all: [Message] = []
-            while let batch = await input.next() { all += batch }
-            result[port] = all
-        }
-        return split((result, counters.snapshot))
+        return await h.finish()
     }
 
     /// Runs the predictor (growth mode, a refit every sample from the first: the forecast after
@@ -115,23 +137,11 @@ import TweetoscopeCore
     /// seconds it took.
     static func predictWaitingForVersion1(model: Model?, modelWait: Double) async throws
         -> (Output, Double) {
-        let d = try stageDescriptor("predictor", plugin: "predictor")
-        let stage = try d.make("predictor", options(d, [
+        let h = try Harness([
             "mode": .string("growth"), "refit_every": .int(1), "refit_growth": .double(0), "min_samples": .int(1),
             "model_wait": .double(modelWait),
-        ]))
-        let props = MessageStream(name: "properties"), modelStream = MessageStream(name: "models")
-        let propsFeed = StageOutput(stream: props), modelsFeed = StageOutput(stream: modelStream)
-        var outs: [String: StageOutput] = [:], collect: [String: StageInput] = [:]
-        for port in ["alerts", "stats", "samples"] {
-            let s = MessageStream(name: port, capacity: 1 << 20)
-            collect[port] = StageInput(stream: s)
-            outs[port] = StageOutput(stream: s)
-        }
-        let counters = StageCounters()
-        let context = StageContext(name: "predictor", type: "predictor", logger: Logger(label: "test"), counters: counters,
-                                   inputs: ["properties": [StageInput(stream: props)], "models": [StageInput(stream: modelStream)]],
-                                   outputs: outs, stop: StopSignal())
+        ])
+        let (stage, context, counters, modelsFeed) = (h.stage, h.context, h.counters, h.modelsFeed)
         let start = ContinuousClock.now
         let running = Task { try await stage.run(context) }
         let sender = Task {
@@ -144,23 +154,15 @@ import TweetoscopeCore
             }
             await modelsFeed.send([.model(model)])
         }
-        await propsFeed.send([Self.parameters(1)])
-        await propsFeed.send([Self.size(1, nTot: 30)])
-        await propsFeed.send([Self.parameters(2)])
-        propsFeed.finish()
+        await h.propsFeed.send([Self.parameters(1)])
+        await h.propsFeed.send([Self.size(1, nTot: 30)])
+        await h.propsFeed.send([Self.parameters(2)])
+        h.propsFeed.finish()
         try await running.value
-        let seconds = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
-            + Double((ContinuousClock.now - start).components.seconds)
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         try await sender.value
-        for o in outs.values { o.finish() }
-        modelsFeed.finish()
-        var result: [String: [Message]] = [:]
-        for (port, input) in collect {
-            var all: [Message] = []
-            while let batch = await input.next() { all += batch }
-            result[port] = all
-        }
-        return (split((result, counters.snapshot)), seconds)
+        return (await h.finish(), seconds)
     }
 
     /// A forecast whose version has not arrived waits for it and is woken when it comes: the
