@@ -172,8 +172,8 @@ struct TreeBuilder {
     let tried: Int
     /// Bootstrap slots per tree (m <= n): the stride of the per-feature orders.
     let m: Int
-    /// `sorted[f * n + r]`: the sample of rank r by feature f (ties by sample index).
-    let sorted: [Int32]
+    /// Each feature's sorted samples and their dense ranks (shared by a forest's builders).
+    let ranking: Ranking
     private let scratch: Scratch
 
     /// Raw scratch memory of one builder (one tree at a time).
@@ -183,20 +183,18 @@ struct TreeBuilder {
         let sampleOf: UnsafeMutablePointer<Int32>
         /// Target of each slot.
         let ys: UnsafeMutablePointer<Double>
-        /// `order[f * m + k]`: slots sorted by feature f; a node owns `lo..<hi` of every feature
-        /// (m = slots per tree: the per-slot buffers hold m, the per-sample ones n; issue 17,
-        /// memory: with `treeSamples` a window of 2,000 samples needs 200 slots, not 2,000).
-        let order: UnsafeMutablePointer<Int32>
-        /// `values[f * m + k]`: feature f of the slot `order[f * m + k]`.
-        let values: UnsafeMutablePointer<Double>
+        /// `items[f * m + k]`: the slots sorted by feature f, each with its feature value's dense
+        /// rank, `rank << 32 | slot`; a node owns `lo..<hi` of every feature (m = slots per tree:
+        /// the per-slot buffers hold m, the per-sample ones n; issue 17, memory: with
+        /// `treeSamples` a window of 2,000 samples needs 200 slots, not 2,000).
+        let items: UnsafeMutablePointer<UInt64>
         /// Slots of each sample, grouped (counting sort): `slots[start[i]..<start[i + 1]]`.
         let start: UnsafeMutablePointer<Int32>
         let fill: UnsafeMutablePointer<Int32>
         let slots: UnsafeMutablePointer<Int32>
         /// 1 when the slot goes to the left child of the node being split, else 0.
         let goesLeft: UnsafeMutablePointer<UInt8>
-        let scratchSlots: UnsafeMutablePointer<Int32>
-        let scratchValues: UnsafeMutablePointer<Double>
+        let scratchItems: UnsafeMutablePointer<UInt64>
         let features: UnsafeMutablePointer<Int>
 
         init(n: Int, m: Int, d: Int) {
@@ -205,52 +203,65 @@ struct TreeBuilder {
             self.d = d
             sampleOf = .allocate(capacity: m)
             ys = .allocate(capacity: m)
-            // One spare element in `order`, `values` and `slots`: the order expansion in `build`
-            // writes (and reads) one past the last slot.
-            order = .allocate(capacity: m * d + 1)
-            values = .allocate(capacity: m * d + 1)
+            // One spare element in `items` and `slots`: the order expansion in `build` writes
+            // (and reads) one past the last slot.
+            items = .allocate(capacity: m * d + 1)
             start = .allocate(capacity: n + 1)
             fill = .allocate(capacity: n)
             slots = .allocate(capacity: m + 1)
             slots[m] = 0
             goesLeft = .allocate(capacity: m)
             goesLeft.initialize(repeating: 0, count: m)
-            scratchSlots = .allocate(capacity: m)
-            scratchValues = .allocate(capacity: m)
+            scratchItems = .allocate(capacity: m)
             features = .allocate(capacity: d)
         }
 
         deinit {
-            sampleOf.deallocate(); ys.deallocate(); order.deallocate(); values.deallocate()
+            sampleOf.deallocate(); ys.deallocate(); items.deallocate()
             start.deallocate(); fill.deallocate(); slots.deallocate(); goesLeft.deallocate()
-            scratchSlots.deallocate(); scratchValues.deallocate(); features.deallocate()
+            scratchItems.deallocate(); features.deallocate()
         }
     }
 
-    /// Each feature's ranking of the samples: `[f * n + r]` = the sample of rank r by feature f
-    /// (ties by sample index). Shared by the builders of one forest.
-    static func ranks(_ data: Columns) -> [Int32] {
+    /// Each feature's ranking of the samples, `[f * n + r]` for position r by feature f:
+    /// `sorted` the sample (ties by sample index) and `dense` its value's dense rank (0 for the
+    /// smallest value, +1 at each larger distinct value: equal values, equal ranks). Within a
+    /// feature, comparing dense ranks is comparing values, which lets the split search and the
+    /// partition move 8-byte `rank << 32 | slot` items instead of a slot and a value.
+    struct Ranking: Sendable {
+        let sorted: [Int32]
+        let dense: [UInt32]
+    }
+
+    /// The ``Ranking`` of `data`'s samples.
+    static func ranks(_ data: Columns) -> Ranking {
         let n = data.n, d = data.d
         var sorted = [Int32](repeating: 0, count: n * d)
+        var dense = [UInt32](repeating: 0, count: n * d)
         var ranks = Array(0..<n)
+        let x = data.x
         for f in 0..<d {
             let base = f * n
-            let x = data.x
             ranks.sort { a, b in
                 let xa = x[base + a], xb = x[base + b]
                 return xa < xb || (xa == xb && a < b)
             }
-            for r in 0..<n { sorted[base + r] = Int32(ranks[r]) }
+            var rank: UInt32 = 0
+            for r in 0..<n {
+                sorted[base + r] = Int32(ranks[r])
+                if r > 0, x[base + ranks[r - 1]] < x[base + ranks[r]] { rank += 1 }
+                dense[base + r] = rank
+            }
         }
-        return sorted
+        return Ranking(sorted: sorted, dense: dense)
     }
 
-    init(data: Columns, parameters: ForestParameters, sorted: [Int32]? = nil) {
+    init(data: Columns, parameters: ForestParameters, ranking: Ranking? = nil) {
         self.data = data
         self.parameters = parameters
         tried = parameters.featuresPerSplit(data.d)
         m = parameters.slotsPerTree(data.n)
-        self.sorted = sorted ?? Self.ranks(data)
+        self.ranking = ranking ?? Self.ranks(data)
         scratch = Scratch(n: data.n, m: m, d: data.d)
     }
 
@@ -273,7 +284,7 @@ struct TreeBuilder {
         let n = data.n, d = data.d, m = self.m
         let sc = scratch
         let sampleOf = sc.sampleOf, start = sc.start, fill = sc.fill, slots = sc.slots, ys = sc.ys
-        let order = sc.order, values = sc.values
+        let items = sc.items
         // Bootstrap slots, then each feature's order over the slots.
         if parameters.bootstrap {
             Self.drawBootstrap(&rng, n: n, m: m) { k, i in sampleOf[k] = Int32(i) }
@@ -292,8 +303,8 @@ struct TreeBuilder {
                 ys[k] = y[i]
             }
         }
-        sorted.withUnsafeBufferPointer { sorted in
-            data.x.withUnsafeBufferPointer { x in
+        ranking.sorted.withUnsafeBufferPointer { sorted in
+            ranking.dense.withUnsafeBufferPointer { dense in
                 for f in 0..<d {
                     let base = f * n
                     var out = f * m
@@ -303,15 +314,13 @@ struct TreeBuilder {
                     // have one spare element for the write past the last slot.
                     for r in 0..<n {
                         let i = Int(sorted[base + r])
-                        let v = x[base + i]
+                        let rank = UInt64(dense[base + r]) << 32
                         let first = Int(start[i]), end = Int(start[i + 1])
-                        order[out] = slots[first]
-                        values[out] = v
+                        items[out] = rank | UInt64(UInt32(bitPattern: slots[first]))
                         out += first < end ? 1 : 0
                         var s = first + 1
                         while s < end {
-                            order[out] = slots[s]
-                            values[out] = v
+                            items[out] = rank | UInt64(UInt32(bitPattern: slots[s]))
                             out += 1
                             s += 1
                         }
@@ -327,20 +336,20 @@ struct TreeBuilder {
         while let w = stack.popLast() {
             let count = w.hi - w.lo
             var sum = 0.0
-            for k in w.lo..<w.hi { sum += ys[Int(order[k])] }
+            for k in w.lo..<w.hi { sum += ys[Self.slot(items[k])] }
             let mean = sum / Double(count)
             value[w.node] = mean
             guard w.depth < parameters.maxDepth, count >= 2 * minLeaf else { continue }
             var ss = 0.0
             for k in w.lo..<w.hi {
-                let r = ys[Int(order[k])] - mean
+                let r = ys[Self.slot(items[k])] - mean
                 ss += r * r
             }
             guard ss > 0 else { continue }
             guard let split = bestSplit(lo: w.lo, hi: w.hi, mean: mean, ss: ss, rng: &rng) else { continue }
             // A child that cannot split (too deep or too small) only needs feature 0's order,
             // which its mean is summed in: the other features are not partitioned for it.
-            let mid = partition(lo: w.lo, hi: w.hi, feature: split.feature, threshold: split.threshold,
+            let mid = partition(lo: w.lo, hi: w.hi, feature: split.feature, rank: split.rank,
                                 childrenSplit: { mid in
                                     w.depth + 1 < parameters.maxDepth
                                         && (mid - w.lo >= 2 * minLeaf || w.hi - mid >= 2 * minLeaf)
@@ -370,44 +379,57 @@ struct TreeBuilder {
         }
     }
 
-    /// Stably partitions every feature's range `lo..<hi` (slots and values) into the slots with
-    /// `x[feature] <= threshold`, then the others; returns the boundary.
+    /// The ranks of four items, as signed 32-bit lanes.
+    @inline(__always)
+    static func ranks(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64) -> SIMD4<Int32> {
+        SIMD4(Int32(truncatingIfNeeded: a >> 32), Int32(truncatingIfNeeded: b >> 32),
+              Int32(truncatingIfNeeded: c >> 32), Int32(truncatingIfNeeded: d >> 32))
+    }
+
+    /// The slot of an item (`rank << 32 | slot`).
+    @inline(__always)
+    static func slot(_ item: UInt64) -> Int { Int(UInt32(truncatingIfNeeded: item)) }
+
+    /// Stably partitions every feature's range `lo..<hi` into the slots whose value of `feature`
+    /// has a dense rank <= `rank` (those with `x[feature] <= threshold`), then the others;
+    /// returns the boundary.
     @inline(never)
-    private func partition(lo: Int, hi: Int, feature: Int, threshold: Double,
+    private func partition(lo: Int, hi: Int, feature: Int, rank: UInt32,
                            childrenSplit: (Int) -> Bool) -> Int {
         let n = m, d = data.d
         let sc = scratch
-        let order = sc.order, values = sc.values, goesLeft = sc.goesLeft
-        let tmpSlots = sc.scratchSlots, tmpValues = sc.scratchValues
-        let base = feature * n
+        let items = sc.items, goesLeft = sc.goesLeft, spare = sc.scratchItems
+        let split = items + feature * n
+        // Items with a rank <= `rank` are exactly those below `(rank + 1) << 32`.
+        let bound = (UInt64(rank) + 1) << 32
         var mid = lo
         for k in lo..<hi {
-            let l: UInt8 = values[base + k] <= threshold ? 1 : 0
-            goesLeft[Int(order[base + k])] = l
+            let item = split[k]
+            let l: UInt8 = item < bound ? 1 : 0
+            goesLeft[Self.slot(item)] = l
             mid &+= Int(l)
         }
         let all = childrenSplit(mid)
         for f in 0..<d where f != feature && (all || f == 0) {
-            let slotsOf = order + f * n, valuesOf = values + f * n
+            let itemsOf = items + f * n
             var a = lo, c = 0, k = lo
-            // Branch-free: each slot is written to both places and only its side's cursor
-            // advances (which side a slot goes is unpredictable: a branch mispredicted half the time).
+            // Branch-free: each item is written to both places and only its side's cursor
+            // advances (which side an item goes is unpredictable: a branch mispredicted half the time).
             while k < hi {
-                let slot = slotsOf[k]
-                let v = valuesOf[k]
-                let l = Int(goesLeft[Int(slot)])
-                slotsOf[a] = slot
-                valuesOf[a] = v
-                tmpSlots[c] = slot
-                tmpValues[c] = v
+                let item = itemsOf[k]
+                let l = Int(goesLeft[Self.slot(item)])
+                itemsOf[a] = item
+                spare[c] = item
                 a &+= l
                 c &+= 1 &- l
                 k &+= 1
             }
+            // The right side back behind the left (a loop: most ranges are short, and a memmove
+            // call cost more than the copy).
+            let right = itemsOf + a
             var j = 0
             while j < c {
-                slotsOf[a &+ j] = tmpSlots[j]
-                valuesOf[a &+ j] = tmpValues[j]
+                right[j] = spare[j]
                 j &+= 1
             }
         }
@@ -415,7 +437,8 @@ struct TreeBuilder {
     }
 
     /// The split of the node `lo..<hi` with the largest squared-error reduction among the
-    /// features tried, or nil when none reduces it (by more than a relative 1e-12).
+    /// features tried, or nil when none reduces it (by more than a relative 1e-12): the feature,
+    /// the threshold and the dense rank of the last value that goes left.
     ///
     /// The features tried are the first `tried` non-constant ones of a fresh random order; ties
     /// keep the first best split in (feature order, position) order. The running sums of each
@@ -424,12 +447,12 @@ struct TreeBuilder {
     /// maxima are then compared in feature order, which picks the same split as one scan after
     /// the other.
     private func bestSplit(lo: Int, hi: Int, mean: Double, ss: Double,
-                           rng: inout Xoshiro256StarStar) -> (feature: Int, threshold: Double)? {
-        let n = m, d = data.d
+                           rng: inout Xoshiro256StarStar) -> (feature: Int, threshold: Double, rank: UInt32)? {
+        let n = m, d = data.d, samples = data.n
         let count = hi - lo
         let minLeaf = parameters.minSamplesLeaf
         let sc = scratch
-        let features = sc.features, order = sc.order, values = sc.values, ys = sc.ys
+        let features = sc.features, items = sc.items, ys = sc.ys, sampleOf = sc.sampleOf
         // A fresh random order of the features (Fisher-Yates on a fixed starting order).
         for f in 0..<d { features[f] = f }
         for f in stride(from: d - 1, to: 0, by: -1) {
@@ -443,13 +466,13 @@ struct TreeBuilder {
         for j in 0..<d {
             if chosen >= tried { break }
             let f = features[j]
-            let x = values + (f * n + lo)
-            guard x[0] < x[count - 1] else { continue }  // constant in this node: not counted
+            let x = items + (f * n + lo)
+            guard x[0] >> 32 < x[count - 1] >> 32 else { continue }  // constant in this node: not counted
             features[chosen] = f
             chosen += 1
         }
         let floor = ss * 1e-12
-        var best: (feature: Int, threshold: Double)?
+        var best: (feature: Int, threshold: Double, rank: UInt32)?
         var bestGain = floor
         var j = 0
         while j < chosen {
@@ -458,17 +481,18 @@ struct TreeBuilder {
             let f0 = features[j], f1 = features[j + (lanes > 1 ? 1 : 0)]
             let f2 = features[j + (lanes > 2 ? 2 : 0)], f3 = features[j + (lanes > 3 ? 3 : 0)]
             let scan = scan4(lo: lo, count: count, mean: mean, minLeaf: minLeaf, floor: floor,
-                             f0, f1, f2, f3, order: order, values: values, ys: ys)
+                             f0, f1, f2, f3, items: items, ys: ys)
             for lane in 0..<lanes {
                 let gain = scan.gains[lane], k = scan.positions[lane]
                 guard gain > bestGain else { continue }
                 bestGain = gain
                 let f = features[j + lane]
-                let x = values + (f * n + lo)
-                let a = x[k], b = x[k + 1]
+                let x = items + (f * n + lo)
+                let a = data.x[f * samples + Int(sampleOf[Self.slot(x[k])])]
+                let b = data.x[f * samples + Int(sampleOf[Self.slot(x[k + 1])])]
                 var t = a + (b - a) / 2
                 if !(t < b) { t = a }
-                best = (f, t)
+                best = (f, t, UInt32(truncatingIfNeeded: x[k] >> 32))
             }
             j += lanes
         }
@@ -482,11 +506,10 @@ struct TreeBuilder {
     @inline(__always)
     private func scan4(lo: Int, count: Int, mean: Double, minLeaf: Int, floor: Double,
                        _ f0: Int, _ f1: Int, _ f2: Int, _ f3: Int,
-                       order: UnsafeMutablePointer<Int32>, values: UnsafeMutablePointer<Double>,
+                       items: UnsafeMutablePointer<UInt64>,
                        ys: UnsafeMutablePointer<Double>) -> (gains: SIMD4<Double>, positions: SIMD4<Int>) {
         let n = m
-        let o0 = order + (f0 * n + lo), o1 = order + (f1 * n + lo), o2 = order + (f2 * n + lo), o3 = order + (f3 * n + lo)
-        let x0 = values + (f0 * n + lo), x1 = values + (f1 * n + lo), x2 = values + (f2 * n + lo), x3 = values + (f3 * n + lo)
+        let x0 = items + (f0 * n + lo), x1 = items + (f1 * n + lo), x2 = items + (f2 * n + lo), x3 = items + (f3 * n + lo)
         let total = Double(count)
         let means = SIMD4<Double>(repeating: mean)
         var s = SIMD4<Double>(repeating: 0)
@@ -498,24 +521,33 @@ struct TreeBuilder {
         // where it beats its lane's best between two distinct values (a screen that divided only
         // when num >= g·den·(1 − 1e-6) cost more in mispredicted branches than the divisions it
         // saved: forest 0.54 → 0.41 s on SEISMIC's 47 fits). The same operations in the same
-        // order as one scan per feature, so the same gains, bit for bit.
+        // order as one scan per feature, so the same gains, bit for bit. Distinct values are
+        // distinct dense ranks (the items' high halves).
         var k = 0
         while k < firstCut {
-            s += SIMD4(ys[Int(o0[k])], ys[Int(o1[k])], ys[Int(o2[k])], ys[Int(o3[k])]) - means
+            s += SIMD4(ys[Self.slot(x0[k])], ys[Self.slot(x1[k])], ys[Self.slot(x2[k])], ys[Self.slot(x3[k])]) - means
             k += 1
         }
-        var a = SIMD4(x0[k], x1[k], x2[k], x3[k])
+        // The current items as scalars (their slots index `ys`), their ranks as a 32-bit vector
+        // (ranks < 2^31; the baseline x86-64 has no 64-bit vector compare, and an emulated one
+        // cost more than the loads the items save).
+        var c0 = x0[k], c1 = x1[k], c2 = x2[k], c3 = x3[k]
+        var a = Self.ranks(c0, c1, c2, c3)
         while k < endCut {
-            s += SIMD4(ys[Int(o0[k])], ys[Int(o1[k])], ys[Int(o2[k])], ys[Int(o3[k])]) - means
-            let b = SIMD4(x0[k + 1], x1[k + 1], x2[k + 1], x3[k + 1])
+            let n0 = x0[k + 1], n1 = x1[k + 1], n2 = x2[k + 1], n3 = x3[k + 1]
+            s += SIMD4(ys[Self.slot(c0)], ys[Self.slot(c1)], ys[Self.slot(c2)], ys[Self.slot(c3)]) - means
+            let b = Self.ranks(n0, n1, n2, n3)
             let dl = Double(k + 1)
             let denominator = dl * (total - dl)
             let num = s * s * total
             let gain = num / denominator
-            let better = (a .< b) .& (gain .> g)
+            let distinct = unsafeBitCast(a .< b, to: SIMD4<Int32>.self)
+            let better = unsafeBitCast(SIMD4<Int64>(truncatingIfNeeded: distinct), to: SIMDMask<SIMD4<Int64>>.self)
+                .& (gain .> g)
             g.replace(with: gain, where: better)
             best.replace(with: Int64(k), where: better)
             a = b
+            c0 = n0; c1 = n1; c2 = n2; c3 = n3
             k += 1
         }
         return (g, SIMD4(truncatingIfNeeded: best))
