@@ -191,6 +191,8 @@ struct TreeBuilder {
         /// Slots of each sample, grouped (counting sort): `slots[start[i]..<start[i + 1]]`.
         let start: UnsafeMutablePointer<Int32>
         let fill: UnsafeMutablePointer<Int32>
+        /// Per sample, `count << 32 | first slot` (the first slot is meaningless for count 0).
+        let entry: UnsafeMutablePointer<UInt64>
         let slots: UnsafeMutablePointer<Int32>
         /// 1 when the slot goes to the left child of the node being split, else 0.
         let goesLeft: UnsafeMutablePointer<UInt8>
@@ -208,6 +210,7 @@ struct TreeBuilder {
             items = .allocate(capacity: m * d + 1)
             start = .allocate(capacity: n + 1)
             fill = .allocate(capacity: n)
+            entry = .allocate(capacity: n)
             slots = .allocate(capacity: m + 1)
             slots[m] = 0
             goesLeft = .allocate(capacity: m)
@@ -218,26 +221,25 @@ struct TreeBuilder {
 
         deinit {
             sampleOf.deallocate(); ys.deallocate(); items.deallocate()
-            start.deallocate(); fill.deallocate(); slots.deallocate(); goesLeft.deallocate()
+            start.deallocate(); fill.deallocate(); entry.deallocate(); slots.deallocate(); goesLeft.deallocate()
             scratchItems.deallocate(); features.deallocate()
         }
     }
 
-    /// Each feature's ranking of the samples, `[f * n + r]` for position r by feature f:
-    /// `sorted` the sample (ties by sample index) and `dense` its value's dense rank (0 for the
-    /// smallest value, +1 at each larger distinct value: equal values, equal ranks). Within a
-    /// feature, comparing dense ranks is comparing values, which lets the split search and the
-    /// partition move 8-byte `rank << 32 | slot` items instead of a slot and a value.
+    /// Each feature's ranking of the samples: `positions[f * n + r]`, for position r by feature
+    /// f, is `rank << 32 | sample`, the samples sorted by value (ties by sample index) and `rank`
+    /// the value's dense rank (0 for the smallest value, +1 at each larger distinct value: equal
+    /// values, equal ranks). Within a feature, comparing dense ranks is comparing values, which
+    /// lets the split search and the partition move 8-byte `rank << 32 | slot` items instead of
+    /// a slot and a value.
     struct Ranking: Sendable {
-        let sorted: [Int32]
-        let dense: [UInt32]
+        let positions: [UInt64]
     }
 
     /// The ``Ranking`` of `data`'s samples.
     static func ranks(_ data: Columns) -> Ranking {
         let n = data.n, d = data.d
-        var sorted = [Int32](repeating: 0, count: n * d)
-        var dense = [UInt32](repeating: 0, count: n * d)
+        var positions = [UInt64](repeating: 0, count: n * d)
         var ranks = Array(0..<n)
         let x = data.x
         for f in 0..<d {
@@ -246,14 +248,13 @@ struct TreeBuilder {
                 let xa = x[base + a], xb = x[base + b]
                 return xa < xb || (xa == xb && a < b)
             }
-            var rank: UInt32 = 0
+            var rank: UInt64 = 0
             for r in 0..<n {
-                sorted[base + r] = Int32(ranks[r])
                 if r > 0, x[base + ranks[r - 1]] < x[base + ranks[r]] { rank += 1 }
-                dense[base + r] = rank
+                positions[base + r] = rank << 32 | UInt64(ranks[r])
             }
         }
-        return Ranking(sorted: sorted, dense: dense)
+        return Ranking(positions: positions)
     }
 
     init(data: Columns, parameters: ForestParameters, ranking: Ranking? = nil) {
@@ -303,26 +304,32 @@ struct TreeBuilder {
                 ys[k] = y[i]
             }
         }
-        ranking.sorted.withUnsafeBufferPointer { sorted in
-            ranking.dense.withUnsafeBufferPointer { dense in
-                for f in 0..<d {
-                    let base = f * n
-                    var out = f * m
-                    // Most samples have no slot or one (m draws of n), so the first slot is
-                    // written whatever the count and kept only when there is one (no branch to
-                    // mispredict; a sample's further slots take the rare loop). The buffers
-                    // have one spare element for the write past the last slot.
-                    for r in 0..<n {
-                        let i = Int(sorted[base + r])
-                        let rank = UInt64(dense[base + r]) << 32
-                        let first = Int(start[i]), end = Int(start[i + 1])
-                        items[out] = rank | UInt64(UInt32(bitPattern: slots[first]))
-                        out += first < end ? 1 : 0
-                        var s = first + 1
-                        while s < end {
+        let entry = sc.entry
+        for i in 0..<n {
+            let first = Int(start[i])
+            entry[i] = UInt64(start[i + 1] - start[i]) << 32 | UInt64(UInt32(bitPattern: slots[first]))
+        }
+        ranking.positions.withUnsafeBufferPointer { positions in
+            let high: UInt64 = 0xFFFF_FFFF_0000_0000, low: UInt64 = 0xFFFF_FFFF
+            for f in 0..<d {
+                let base = f * n
+                var out = f * m
+                // Most samples have no slot or one (m draws of n), so the first slot is written
+                // whatever the count and kept only when there is one (no branch to mispredict;
+                // a sample's further slots take the rare loop). The buffers have one spare
+                // element for the write past the last slot.
+                for r in 0..<n {
+                    let p = positions[base + r]
+                    let e = entry[Int(p & low)]
+                    let rank = p & high
+                    items[out] = rank | (e & low)
+                    let count = Int(e >> 32)
+                    out += min(count, 1)
+                    if count > 1 {
+                        let i = Int(p & low)
+                        for s in Int(start[i]) + 1..<Int(start[i + 1]) {
                             items[out] = rank | UInt64(UInt32(bitPattern: slots[s]))
                             out += 1
-                            s += 1
                         }
                     }
                 }
