@@ -17,6 +17,17 @@ public func tweetoscopePluginRegister(_ abi: UInt32, _ registrar: UnsafeMutableR
 /// the observed series and T_obs: its `growthFeatureNames`).
 let modeFeatureCounts: [(mode: String, features: Int)] = [("none", 3), ("course", 3), ("growth", 15)]
 
+/// The learner's `tree_samples` when the option is not set: 200 bootstrap draws per tree in mode
+/// `growth` (chosen on its online accuracy and cost, README *Benchmarks*), every sample (0) in
+/// the other modes: cross-validated on SEISMIC, the `course` mode's forest (target W, skewed)
+/// has median ARE 0.268 / 0.282 / 0.246 at 600 / 1200 / 3600 s with 0 against 0.288 / 0.306 /
+/// 0.266 with 200, and mean ARE 0.40–0.76 against 0.45–1.39 (README *Accuracy*).
+let defaultTreeSamples = (growth: 200, other: 0)
+
+func defaultTreeSamples(mode: String) -> Int {
+    mode == "growth" ? defaultTreeSamples.growth : defaultTreeSamples.other
+}
+
 /// Fits one random-forest regressor per window on the samples the predictor sends (spec §6).
 ///
 /// - The learner fits X → W as received: what X and W are is the predictor's `mode` (the
@@ -72,8 +83,8 @@ final class LearnerStage: Stage {
             OptionSpec("max_features", .double, default: .double(0.8),
                        range: 1e-9...1, doc: "fraction of the features tried at each split: ceil(max_features * d), in (0, 1]"),
             OptionSpec("bootstrap", .bool, default: .bool(true), doc: "grow each tree on a bootstrap sample (else on every sample)"),
-            OptionSpec("tree_samples", .int, default: .int(200), range: 0...1e9,
-                       doc: "with bootstrap, each tree draws min(n, tree_samples) of the n samples (scikit-learn's max_samples), so a forest's size and fit time stay bounded as the window fills; 0 = n (better for mode course)"),
+            OptionSpec("tree_samples", .int, range: 0...1e9,
+                       doc: "with bootstrap, each tree draws min(n, tree_samples) of the n samples (scikit-learn's max_samples), so a forest's size and fit time stay bounded as the window fills; 0 = n; unset: \(defaultTreeSamples.growth) in mode growth, 0 in modes course and none (the course mode's forest, which predicts W, needs every sample)"),
             OptionSpec("seed", .int, default: .int(0), doc: "random seed: the same samples and seed give the same forest (each version's forest is seeded from (seed, T_obs, version))"),
             OptionSpec("min_samples", .int, default: .int(50), range: 1...1e9,
                        doc: "fewest samples a version is fitted on; earlier versions are not fitted (must equal the predictor's min_samples)"),
@@ -113,7 +124,9 @@ final class LearnerStage: Stage {
         parameters = ForestParameters(
             trees: try options.int("trees"), maxDepth: try options.int("max_depth"),
             minSamplesLeaf: try options.int("min_samples_leaf"), maxFeatures: try options.double("max_features"),
-            bootstrap: try options.bool("bootstrap"), treeSamples: try options.int("tree_samples"), seed: UInt64(bitPattern: Int64(seed)))
+            bootstrap: try options.bool("bootstrap"),
+            treeSamples: options.has("tree_samples") ? try options.int("tree_samples") : defaultTreeSamples(mode: mode),
+            seed: UInt64(bitPattern: Int64(seed)))
         do {
             try parameters.validate()
         } catch {

@@ -48,6 +48,40 @@ import TweetoscopeCore
         #expect(defaults["shift"] == .bool(true))
     }
 
+    /// `tree_samples` unset: 200 draws per tree in mode growth, every sample (0) in modes course
+    /// and none. Seen from the trees: 400 samples with distinct features and targets, grown to
+    /// one sample per leaf, so a tree has one leaf per distinct sample it drew — at most 200 with
+    /// 200 draws; with 400 draws about 400·(1 − (1 − 1/400)^400) ≈ 253 (every one of the 25
+    /// trees above 200: the standard deviation is about 6).
+    @Test func treeSamplesDefaultDependsOnTheMode() async throws {
+        func samples(features: Int) -> [Message] {
+            (0..<400).map { i in
+                var x = (0..<features).map { f in Double((i * (2 * f + 3)) % 401) }
+                x[0] = Double(i)
+                return .sample(Sample(cascade: CascadeID(i), tObs: 600, x: x, w: 1 + Double(i) / 100,
+                                      growth: features == 15 ? 1 + Double(i) / 100 : nil))
+            }
+        }
+        func largestLeafCount(_ mode: String, features: Int, _ extra: [String: OptionValue] = [:]) async throws -> (Int, Int) {
+            var options: [String: OptionValue] = ["mode": .string(mode), "refit_every": .int(400), "min_samples_leaf": .int(1),
+                                                  "max_depth": .int(64), "max_features": .double(1), "shift": .bool(false)]
+            for (k, v) in extra { options[k] = v }
+            let model = try #require(try await Self.learn([samples(features: features)], extra: options).models.last)
+            let leaves = model.trees.map { tree in tree.feature.filter { $0 < 0 }.count }
+            return (leaves.min()!, leaves.max()!)
+        }
+        for mode in ["course", "none"] {
+            let (fewest, _) = try await largestLeafCount(mode, features: 3)
+            #expect(fewest > 200, "mode \(mode): \(fewest)")
+            let (_, most) = try await largestLeafCount(mode, features: 3, ["tree_samples": .int(200)])
+            #expect(most <= 200 && most >= 150, "mode \(mode), tree_samples 200: \(most)")
+        }
+        let (_, growthMost) = try await largestLeafCount("growth", features: 15)
+        #expect(growthMost <= 200 && growthMost >= 150, "mode growth: \(growthMost)")
+        let (growthFewest, _) = try await largestLeafCount("growth", features: 15, ["tree_samples": .int(0)])
+        #expect(growthFewest > 200, "mode growth, tree_samples 0: \(growthFewest)")
+    }
+
     @Test(arguments: [
         ("refit_every", OptionValue.int(0)),
         ("max_samples", .int(0)),
