@@ -322,10 +322,11 @@ public enum ConfigLoader {
         validateStages(root: root, registry: registry, errors: &errors)
     }
 
-    /// Checks the `stages` section against the registered stage types, builds each stage, and
-    /// checks the stream graph. Relative paths of a stage are relative to its file's directory.
+    /// Checks the `stages` section against the registered stage types, builds each stage (unless
+    /// `buildStages` is false), and checks the stream graph. Relative paths of a stage are
+    /// relative to its file's directory.
     public static func validateStages(root: YAMLNode, registry: StageRegistry,
-                                      errors: inout [ConfigDiagnostic]) -> [StageConfig]
+                                      errors: inout [ConfigDiagnostic], buildStages: Bool = true) -> [StageConfig]
     {
         guard case .mapping(let top, _) = root,
               let stagesNode = top.first(where: { $0.key == "stages" })?.value else { return [] }
@@ -340,7 +341,7 @@ public enum ConfigLoader {
             let directory = directoryOf(nameMark.file)
             if !seen.insert(name).inserted { continue }  // reported by duplicateKeyDiagnostics / readDocument
             if let stage = validateStage(name: name, nameMark: nameMark, node: node, directory: directory,
-                                         registry: registry, errors: &errors) {
+                                         registry: registry, build: buildStages, errors: &errors) {
                 result.append(stage)
             }
         }
@@ -358,7 +359,8 @@ public enum ConfigLoader {
     }
 
     private static func validateStage(name: String, nameMark: SourceMark, node: YAMLNode, directory: String,
-                                      registry: StageRegistry, errors: inout [ConfigDiagnostic]) -> StageConfig?
+                                      registry: StageRegistry, build: Bool = true,
+                                      errors: inout [ConfigDiagnostic]) -> StageConfig?
     {
         guard case .mapping(let pairs, let mark) = node else {
             errors.append(ConfigDiagnostic(node.mark, "stage \"\(name)\": expected a mapping with `type`, found \(node.kindName)"))
@@ -462,7 +464,7 @@ public enum ConfigLoader {
         let options = StageOptions(values)
         var config = StageConfig(name: name, type: type, mark: mark, inputs: inputs, outputs: outputs, options: options,
                                  optionText: optionText, descriptor: descriptor, stage: nil)
-        guard errors.count == before else { return config }
+        guard errors.count == before, build else { return config }
         do {
             config.stage = try descriptor.make(name, options)
         } catch let e as StageConfigError {

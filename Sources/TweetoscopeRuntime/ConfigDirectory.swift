@@ -203,10 +203,15 @@ extension ConfigLoader {
     /// - Parameters:
     ///   - pluginDirectory: overrides the configuration's `plugin_dir` (command line).
     ///   - environment: the variables for `${VAR}` (the process's by default).
+    ///   - buildStages: false checks keys, types, ranges and the stream graph without calling the
+    ///     stages' factories (no stage is built, `StageConfig.stage` stays nil, and what only a
+    ///     factory checks — a data file that must exist, a model file — is not checked): for a
+    ///     command that only reads the options (`tweetoscoped evaluate --config`).
     /// - Throws: `ConfigErrors` with every problem found (files, syntax, interpolation, keys,
     ///   types, plugins, graph), errors on interpolated values naming their source.
     public static func load(sources: ConfigSources, pluginDirectory: String? = nil,
-                            environment: [String: String]? = nil) throws -> (PipelineConfig, StageRegistry) {
+                            environment: [String: String]? = nil,
+                            buildStages: Bool = true) throws -> (PipelineConfig, StageRegistry) {
         var errors: [ConfigDiagnostic] = []
         let document = try readDocument(sources, environment: environment, errors: &errors)
         // Without a document there is no plugin list to trust: report the syntax errors alone.
@@ -225,7 +230,7 @@ extension ConfigLoader {
         }
         var stages: [StageConfig] = []
         if registry.isEmpty == false {
-            stages = validateStages(root: root, registry: registry, errors: &errors)
+            stages = validateStages(root: root, registry: registry, errors: &errors, buildStages: buildStages)
         }
         guard errors.isEmpty else { throw ConfigErrors(annotate(errors, notes: document.notes)) }
         let file = document.files.joined(separator: ", ")

@@ -47,7 +47,7 @@ struct Evaluate: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Directory the report is written into (created).", valueName: "DIR"))
     var report: String
 
-    @Option(name: .long, help: ArgumentHelp("A tweetoscoped configuration: the options of its collector, estimator, predictor and learner stages are used (not windows, terminated, mode).", valueName: "FILE"))
+    @Option(name: .long, help: ArgumentHelp("A tweetoscoped configuration: the options of its collector, estimator, predictor and learner stages are used (not windows, terminated, mode). Its stages are not built, so its data and model files need not exist where the file is.", valueName: "FILE"))
     var config: String?
 
     @Option(help: "Observation windows T_obs in seconds, comma-separated.")
@@ -179,7 +179,10 @@ struct Evaluation {
     mutating func setUp() throws {
         var pluginDirectory = command.pluginDir
         if let path = command.config {
-            let (config, _) = try ConfigLoader.load(sources: ConfigSources(paths: [path]), pluginDirectory: command.pluginDir)
+            // Only the stages' options are read: the stages are not built, so what only their
+            // factories check (the source's data file, the predictor's model_path) need not exist.
+            let (config, _) = try ConfigLoader.load(sources: ConfigSources(paths: [path]), pluginDirectory: command.pluginDir,
+                                                    buildStages: false)
             if pluginDirectory == nil { pluginDirectory = config.settings.pluginDirectory }
             let controlled: [String: Set<String>] = [
                 "collector": ["windows", "terminated"],

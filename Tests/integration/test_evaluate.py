@@ -179,6 +179,34 @@ def test_train_test_halves_and_a_duplicate(daemon, cascades, tmp_path):
     assert dup in (tmp_path / "dup" / "report.md").read_text()
 
 
+def test_config_supplies_the_stage_options_from_anywhere(daemon, cascades, tmp_path):
+    """`--config` reads the stages' options only: a copy of the shipped configuration in another
+    directory, where its data file and its model_path do not resolve, is accepted and gives the
+    forecasts of the original; the copy with the learner's `trees` changed gives others (so the
+    options are read)."""
+    from conftest import ROOT
+    half = len(cascades) // 2
+    write(tmp_path / "a.csv", cascades[:half])
+    write(tmp_path / "b.csv", cascades[half:])
+    shipped = ROOT / "etc" / "tweetoscope.yaml"
+    text = shipped.read_text()
+    assert "\n    trees: 100\n" in text and "../data/sample.csv" in text
+    (tmp_path / "conf").mkdir()
+    copy = tmp_path / "conf" / "tweetoscope.yaml"
+    copy.write_text(text)
+    fewer = tmp_path / "conf" / "fewer-trees.yaml"
+    fewer.write_text(text.replace("\n    trees: 100\n", "\n    trees: 3\n"))
+    rows = {}
+    for name, config in (("shipped", shipped), ("copy", copy), ("fewer", fewer)):
+        r = run(daemon, "evaluate", "--train", tmp_path / "a.csv", "--test", tmp_path / "b.csv", "--config", config,
+                "--plugin-dir", daemon.parent, "--report", tmp_path / name, "--windows", WINDOWS, "--no-plots",
+                "--modes", "growth")
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+        rows[name] = sorted((x["cid"], x["T_obs"], x["mode"], x["forecast"]) for x in rows_of(tmp_path / name))
+    assert rows["shipped"] and rows["copy"] == rows["shipped"]
+    assert rows["fewer"] != rows["shipped"]
+
+
 def write_course(rows_path, index_path, cascades):
     """The course's pair of files for `cascades`: `time,magnitude` rows and the 1-based inclusive
     `start_ind,end_ind` ranges of each cascade (its id is then its position in the index)."""
