@@ -105,21 +105,25 @@ private func run(_ stage: any Stage, type: String, inputs: [String: [[Message]]]
     }
 
     /// The predictor declares its ARE columns; the summary shows them per window and hides the
-    /// counters they come from. 412 thousandths -> 0.412; 333 -> 33.3%.
+    /// counters they come from, with fixed decimals. 412 thousandths -> 0.412; 500 -> 0.500;
+    /// 333 -> 33.3%; 400 -> 40.0%; 7 -> 0.007.
     @Test func summaryColumnsComeFromTheDescriptor() throws {
         let d = try stageDescriptor("predictor", plugin: "predictor")
         #expect(d.summaryColumns.map(\.header) == ["median ARE", "mean ARE", "within 20%"])
         var streams = StreamStats.Snapshot()
-        streams.byKind[.stat] = 2
-        streams.byKindAndWindow[.stat] = [600: 2]
+        streams.byKind[.stat] = 3
+        streams.byKindAndWindow[.stat] = [600: 2, 1200: 1]
         let report = RunSummary.StageReport(name: "p", type: "predictor",
                                             counters: ["are600_median_milli": 412, "are600_mean_milli": 500,
-                                                       "are600_within20_milli": 333, "alerts": 3],
+                                                       "are600_within20_milli": 333, "are1200_median_milli": 7,
+                                                       "are1200_mean_milli": 1500, "are1200_within20_milli": 400,
+                                                       "alerts": 3],
                                             seconds: 1, error: nil, columns: d.summaryColumns)
         let table = RunSummary(stages: [report], streams: ["s": streams], seconds: 1).table()
         let lines = table.split(separator: "\n").map(String.init)
         #expect(lines.contains("T_obs   stats       median ARE  mean ARE    within 20%"))
-        #expect(lines.contains("600     2           0.412       0.5         33.3%"))
+        #expect(lines.contains("600     2           0.412       0.500       33.3%"))
+        #expect(lines.contains("1200    1           0.007       1.500       40.0%"))
         let stageLine = try #require(lines.first { $0.hasPrefix("p ") })
         #expect(stageLine.hasSuffix("alerts=3"))
     }

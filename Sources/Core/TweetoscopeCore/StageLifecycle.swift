@@ -26,9 +26,9 @@ public struct MetricSpec: Sendable, Hashable {
 public struct SummaryColumn: Sendable, Hashable {
     /// How the counter's integer value is shown.
     public enum Format: Sendable, Hashable {
-        /// value / 1000, e.g. 412 -> "0.412".
+        /// value / 1000 with three decimals, e.g. 412 -> "0.412", 160 -> "0.160".
         case thousandths
-        /// value / 10 as a percentage, e.g. 333 -> "33.3%".
+        /// value / 10 as a percentage with one decimal, e.g. 333 -> "33.3%", 400 -> "40.0%".
         case thousandthsAsPercent
     }
 
@@ -60,9 +60,20 @@ public struct SummaryColumn: Sendable, Hashable {
     /// The text shown for `value`.
     public func text(_ value: Int) -> String {
         switch format {
-        case .thousandths: "\(Double(value) / 1000)"
-        case .thousandthsAsPercent: "\(Double(value) / 10)%"
+        case .thousandths: Self.fixed(value, decimals: 3)
+        case .thousandthsAsPercent: Self.fixed(value, decimals: 1) + "%"
         }
+    }
+
+    /// `value / 10^decimals` written with exactly `decimals` decimals (integer arithmetic, so
+    /// 160 thousandths are "0.160", not the shortest double "0.16").
+    static func fixed(_ value: Int, decimals: Int) -> String {
+        var scale = 1
+        for _ in 0..<decimals { scale *= 10 }
+        let magnitude = value.magnitude
+        let fraction = String(magnitude % UInt(scale))
+        return (value < 0 ? "-" : "") + "\(magnitude / UInt(scale))."
+            + String(repeating: "0", count: decimals - fraction.count) + fraction
     }
 }
 
