@@ -158,14 +158,16 @@ struct Columns {
 /// `lo..<hi` of all the per-feature orders, already sorted. A node costs O(d·count) instead of
 /// O(d·count·log count).
 ///
-/// Speed (issue 17; the learner's refits were 60 % of the whole pipeline's CPU): each feature's
-/// order carries the feature's values alongside the slots (`values`), so the split search reads
-/// them sequentially instead of through two indirections, and the scratch buffers are raw memory
-/// (no bounds checks in the inner loops). The arithmetic and the order of every operation are
-/// those of the plain version, so the trees are the same bit for bit. The inner loops take no
-/// data-dependent branch (the partition writes each slot to both sides, the split scan keeps
-/// its bests with SIMD selects, the order expansion writes a sample's first slot whatever its
-/// count): SEISMIC's 47 refits 0.82 → 0.34 s on one thread, the same trees.
+/// Speed (issue 17; the learner's refits were 60 % of the whole pipeline's CPU): each position
+/// of a feature's order is one 8-byte item, the value's dense rank above the slot (`items`), so
+/// the split search reads ranks sequentially instead of values through two indirections and the
+/// partition moves one word per position; the scratch buffers are raw memory (no bounds checks
+/// in the inner loops). The arithmetic and the order of every operation are those of the plain
+/// version (`ReferenceForestTests` grows it), so the trees are the same bit for bit. The inner
+/// loops take no data-dependent branch (the partition writes each item to both sides, the split
+/// scan keeps its bests with SIMD selects, the order expansion writes a sample's first slot
+/// whatever its count): SEISMIC's 47 refits 0.89 → 0.34 s on one thread (`forest-bench`, shift
+/// search included), the same trees.
 struct TreeBuilder {
     let data: Columns
     let parameters: ForestParameters
